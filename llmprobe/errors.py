@@ -1,0 +1,24 @@
+"""The one exception type a user sees: a one-line message and exit code 2 from the CLI."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """Bad input or an unmet requirement the user can fix; the CLI prints it as one line."""
+
+
+class MissingDependency(UserError):
+    """An optional extra is not installed; the message names the pip install that adds it."""
+
+    def __init__(self, what: str, extra: str):
+        super().__init__(f"{what} is not installed: pip install 'llmprobe[{extra}]'")
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str]) -> UserError:
+    known = sorted(set(known))
+    close = difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.4)
+    hint = ", ".join(close) if close else ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
+    return UserError(f"unknown {kind} {name!r}; closest known: {hint}")

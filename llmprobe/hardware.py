@@ -1,0 +1,126 @@
+"""GPU catalog (datasheet) and Ceilings: the limits the roofline divides by.
+
+A Ceilings object is the only thing the cost model reads, so a datasheet entry and a measurement
+(``llmprobe roofline`` on the card) are interchangeable.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from .errors import UserError, unknown_name
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Ceilings:
+    name: str
+    hbm_bytes_per_s: float
+    peak_flops: dict[str, float]           # dtype -> dense FLOP/s
+    memory_bytes: float
+    interconnect_bytes_per_s: float | None = None
+    source: str = ""
+    kind: str = "datasheet"                # "datasheet" | "measured"
+    gpu_id: str | None = None              # catalog id it was derived from or matched to
+
+    def flops(self, dtype: str) -> float:
+        if dtype in self.peak_flops:
+            return self.peak_flops[dtype]
+        # fp16 and bf16 run on the same tensor-core path; fall back between them only.
+        twin = {"bf16": "fp16", "fp16": "bf16"}.get(dtype)
+        if twin in self.peak_flops:
+            return self.peak_flops[twin]
+        raise UserError(f"{self.name}: no {dtype} FLOP/s ceiling (has {', '.join(sorted(self.peak_flops))})")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["peak_flops"] = dict(self.peak_flops)
+        return d
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    id: str
+    name: str
+    memory_bytes: float
+    hbm_bytes_per_s: float
+    peak_flops: dict[str, float]
+    interconnect_bytes_per_s: float
+    interconnect: str
+    l2_bytes: int
+    tdp_w: float
+    form_factor: str
+    source: str
+    aliases: tuple[str, ...] = field(default=())
+
+    def ceilings(self) -> Ceilings:
+        return Ceilings(name=self.name, hbm_bytes_per_s=self.hbm_bytes_per_s, peak_flops=dict(self.peak_flops),
+                        memory_bytes=self.memory_bytes, interconnect_bytes_per_s=self.interconnect_bytes_per_s,
+                        source=f"datasheet: {self.source}", kind="datasheet", gpu_id=self.id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "hbm_bytes_per_s": self.hbm_bytes_per_s,
+                "memory_bytes": self.memory_bytes, "peak_flops": dict(self.peak_flops),
+                "interconnect_bytes_per_s": self.interconnect_bytes_per_s, "interconnect": self.interconnect,
+                "l2_bytes": self.l2_bytes, "tdp_w": self.tdp_w, "form_factor": self.form_factor,
+                "source": self.source, "aliases": list(self.aliases)}
+
+
+@lru_cache(maxsize=1)
+def gpu_catalog() -> dict[str, GpuSpec]:
+    raw = tomllib.loads((resources.files("llmprobe.data") / "gpus.toml").read_text())
+    out = {}
+    for gid, e in raw.items():
+        out[gid] = GpuSpec(
+            id=gid, name=e["name"], memory_bytes=e["memory_gib"] * GIB, hbm_bytes_per_s=e["hbm_tb_per_s"] * 1e12,
+            peak_flops={k: v * 1e12 for k, v in e["tflops"].items()},
+            interconnect_bytes_per_s=e["interconnect_gb_per_s"] * 1e9, interconnect=e["interconnect"],
+            l2_bytes=int(e["l2_mib"] * (1 << 20)), tdp_w=e["tdp_w"], form_factor=e["form_factor"],
+            source=e["source"], aliases=tuple(e.get("aliases", ())))
+    return out
+
+
+def _alias_map() -> dict[str, str]:
+    m = {}
+    for gid, spec in gpu_catalog().items():
+        m[gid] = gid
+        for a in spec.aliases:
+            m[a] = gid
+    return m
+
+
+def resolve_gpu(name: str) -> GpuSpec:
+    key = name.strip().lower().replace("_", "-").replace(" ", "-")
+    aliases = _alias_map()
+    if key in aliases:
+        return gpu_catalog()[aliases[key]]
+    raise unknown_name("GPU", name, aliases)
+
+
+def match_device_name(device_name: str, memory_bytes: float | None = None) -> GpuSpec | None:
+    """The catalog entry for a name NVML/torch reports (e.g. 'NVIDIA H100 80GB HBM3')."""
+    n = device_name.lower()
+    cands = [g for g in gpu_catalog().values() if g.name.lower() == n]
+    if not cands:
+        fam = next((f for f in ("h200", "h100", "a100", "l40s", "l4", "4090") if f in n.replace(" ", "")), None)
+        if fam is None:
+            return None
+        cands = [g for g in gpu_catalog().values() if fam in g.id.replace("rtx-", "")]
+        if fam == "l4":
+            cands = [g for g in cands if g.id == "l4"]
+        pcie = "pcie" in n
+        nvl = "nvl" in n
+        cands = [g for g in cands if ("nvl" in g.id) == nvl and (g.form_factor == "PCIe") == (pcie or nvl)] or cands
+    if memory_bytes and len(cands) > 1:
+        cands.sort(key=lambda g: abs(g.memory_bytes - memory_bytes))
+    return cands[0] if cands else None
