@@ -111,15 +111,74 @@ def gpus(as_json: bool) -> None:
 @click.option("--quick", "mode", flag_value="quick", help="Measure: a faster, coarser pass.")
 @click.option("--full", "mode", flag_value="full", help="Measure: a size and shape sweep.")
 @click.option("--remeasure", is_flag=True, help="Measure again instead of reusing saved ceilings.")
+@click.option("--methods", default=None, callback=_str_list,
+              help="Measure only these method families: torch, triton, cupy (GPU).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write the roofline chart (PNG).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def roofline(gpu, model_name, batch, prompt_len, gen_len, dtype, kv_dtype, tp, gpu_memory_utilization, mode,
-             remeasure, plot, as_json) -> None:
+             remeasure, methods, plot, as_json) -> None:
     """Ceilings of a GPU (datasheet or measured) and a model's analytic bounds on them."""
     from . import commands
     commands.roofline(gpu=gpu, model_name=model_name, batches=batch, prompt_lens=prompt_len, gen_lens=gen_len,
                       dtypes=dtype, kv_dtype=kv_dtype, tps=tp, gpu_memory_utilization=gpu_memory_utilization,
-                      mode=mode or "default", remeasure=remeasure, plot=plot, as_json=as_json)
+                      mode=mode or "default", remeasure=remeasure, methods=methods, plot=plot, as_json=as_json)
+
+
+# ---- profile ----------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--model", "model_name", required=True, help="Catalog name/alias, config.json path, or checkpoint folder.")
+@click.option("--backend", type=click.Choice(["vllm", "hf"]), default="vllm", show_default=True)
+@click.option("--batch", default="1,8", callback=_int_list, show_default=True)
+@click.option("--prompt-len", default="256", callback=_int_list, show_default=True)
+@click.option("--gen-len", default="256", callback=_int_list, show_default=True)
+@click.option("--runs", default=5, show_default=True, type=int, help="Measured runs per scenario.")
+@click.option("--warmup", default=1, show_default=True, type=int, help="Warm-up runs per scenario (not measured).")
+@click.option("--layers", type=int, help="Run only the first N layers (a model too big for the card).")
+@click.option("--weights", type=click.Choice(["dummy", "real"]), default="dummy", show_default=True,
+              help="dummy: random weights from config.json, nothing downloaded; real: a local checkpoint's.")
+@click.option("--dtype", default="bf16", show_default=True, help="Activation/weight dtype: bf16, fp16, fp32.")
+@click.option("--quantization", default=None, help="vLLM quantization method, e.g. fp8.")
+@click.option("--kv-cache-dtype", default="auto", show_default=True)
+@click.option("--max-model-len", type=int, default=None, help="Default: the longest prompt + generation.")
+@click.option("--gpu-memory-utilization", default=0.9, show_default=True, type=float)
+@click.option("--enforce-eager", is_flag=True, help="No CUDA graphs / torch.compile (vLLM).")
+@click.option("--tp", default=1, show_default=True, type=int, help="Tensor-parallel degree (vLLM's executor).")
+@click.option("--pp", default=1, show_default=True, type=int, help="Pipeline-parallel degree (vLLM's executor).")
+@click.option("--distributed-executor-backend", type=click.Choice(["mp", "ray"]), default=None,
+              help="vLLM's executor for multi-GPU or multi-node runs.")
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
+              help="hf backend: where to run.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--provider", default=None, help="Cloud provider this runs on (else detected from the environment).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Run record path (default: results/<model>-<time>.json).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run record as one JSON document.")
+def profile(model_name, backend, batch, prompt_len, gen_len, runs, warmup, layers, weights, dtype, quantization,
+            kv_cache_dtype, max_model_len, gpu_memory_utilization, enforce_eager, tp, pp,
+            distributed_executor_backend, device, seed, provider, out, as_json) -> None:
+    """Run the real engine and time every prefill and decode step (TTFT, TPOT, TPS)."""
+    from . import commands
+    commands.profile(model_name=model_name, backend=backend, batches=batch, prompt_lens=prompt_len, gen_lens=gen_len,
+                     runs=runs, warmup=warmup, layers=layers, weights=weights, dtype=dtype, quantization=quantization,
+                     kv_cache_dtype=kv_cache_dtype, max_model_len=max_model_len,
+                     gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager, tp=tp, pp=pp,
+                     distributed_executor_backend=distributed_executor_backend, device=device, seed=seed,
+                     provider=provider, out=out, as_json=as_json)
+
+
+# ---- explain ----------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("records", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Write report.md/.html and PNG figures here.")
+@click.option("--gpu", default=None, help="Explain against this catalog GPU's datasheet instead.")
+@click.option("--ceilings", "ceilings_file", type=click.Path(dir_okay=False),
+              help="Explain against the ceilings of a `llmprobe roofline --json` output.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def explain(records, report_dir, gpu, ceilings_file, as_json) -> None:
+    """Measured tokens/s against the roofline, and where the time went."""
+    from . import commands
+    commands.explain(paths=list(records), report_dir=report_dir, gpu=gpu, ceilings_file=ceilings_file, as_json=as_json)
 
 
 if __name__ == "__main__":  # pragma: no cover

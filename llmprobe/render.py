@@ -12,7 +12,7 @@ from rich.table import Table
 
 # Piped output has no terminal width; 140 columns keeps the wide tables on one line each.
 console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 140)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, log_path=False)
 
 
 def si(value: float | None, unit: str, digits: int = 3) -> str:
@@ -90,3 +90,88 @@ def print_bounds(model, ceilings, bounds) -> None:
                          "TPOT floor", "latency floor", "TPS ceiling", "decode"], rows, caption=caption))
     for (dtype, tp, batch), text in advice.items():
         console.print(f"  * {dtype}, TP {tp}, batch {batch}: does not fit; {text}")
+
+
+def _stat(s: dict | None, fmt) -> str:
+    if not s or s.get("median") is None:
+        return "-"
+    spread = ""
+    if s.get("n", 0) > 1 and s["median"]:
+        spread = f" ±{100 * (s['max'] - s['min']) / 2 / s['median']:.1f}%"
+    return f"{fmt(s['median'])}{spread}"
+
+
+def print_profile(record: dict) -> None:
+    cfg = record["config"]
+    note = f" [{cfg['layers_note']}]" if cfg.get("layers_note") else ""
+    dev = (record.get("provenance") or {}).get("device") or {}
+    title = f"{cfg['model']}{note} — {record['engine']['backend']} {record['engine']['version']} on {dev.get('name', '?')}"
+    rows = []
+    for s in record["scenarios"]:
+        sm = s["summary"]
+        rows.append([s["batch"], s["prompt_len"], s["gen_len"], _stat(sm["ttft_s"], seconds), _stat(sm["tpot_s"], seconds),
+                     _stat(sm["total_latency_s"], seconds), _stat(sm["tps"], lambda v: f"{v:,.1f}"),
+                     f"{sm['tps']['mean']:,.1f}" if sm["tps"]["mean"] else "-"])
+    console.print(table(title, ["batch", "prompt", "gen", "TTFT", "TPOT", "latency", "TPS (median)", "TPS (mean)"], rows,
+                        caption=f"median ± half the min-max range over {cfg['runs']} measured runs "
+                                f"(after {cfg['warmup']} warm-up); TPS = output tokens / wall time"))
+    rows = []
+    for s in record["scenarios"]:
+        ph = s["phases"]
+        for name in ("prefill", "decode", "mixed"):
+            p = ph[name]
+            if not p["steps"]["median"]:
+                continue
+            dev_s = p["device_s"]["median"] if p["device_s"]["n"] else None
+            rows.append([s["batch"], name, f"{p['steps']['median']:g}", seconds(dev_s), seconds(p["host_s"]["median"]),
+                         seconds(p["host_s"]["median"] / p["steps"]["median"])])
+        rows.append([s["batch"], "outside steps", "", "", seconds(ph["outside_steps_s"]["median"]),
+                     f"{ph['overhead_per_step_ms']['median']:.3g} ms" if ph["overhead_per_step_ms"]["median"] is not None else "-"])
+    console.print(table("Per phase (per run, median)", ["batch", "phase", "steps", "device time", "host time",
+                                                        "host per step"], rows,
+                        caption="device time: CUDA events around each step (none on CPU); "
+                                "outside steps: scheduling, output processing and the caller's loop"))
+    for s in record["scenarios"]:
+        cc = s.get("cross_check") or {}
+        if cc.get("above_tolerance"):
+            console.print(f"  batch {s['batch']}: TTFT differs from vLLM's own first_token_latency by up to "
+                          f"{100 * cc['max_rel_diff']:.1f}% on {cc['above_tolerance']} of {cc['requests']} requests "
+                          f"({cc['note']})")
+        for p in s.get("problems") or []:
+            console.print(f"  batch {s['batch']}: [red]{p}[/red]")
+        t = s.get("telemetry")
+        if t and t.get("throttled"):
+            console.print(f"  batch {s['batch']}: [red]GPU throttled during the runs[/red]: {t['throttle_fraction']}")
+
+
+def print_measurement(m, datasheet) -> None:
+    fp = m.fingerprint
+    best = {"bandwidth": m.bandwidth_bytes_per_s}
+    rows = []
+    for r in m.methods:
+        unit = "B/s" if r.kind == "bandwidth" else "FLOP/s"
+        top = best["bandwidth"] if r.kind == "bandwidth" else m.flops.get(r.dtype)
+        ds = None
+        if datasheet is not None:
+            ds = datasheet.hbm_bytes_per_s if r.kind == "bandwidth" else datasheet.peak_flops.get(r.dtype)
+        rows.append([r.name, r.kind, r.dtype or "-", si(r.value, unit) if r.valid else f"[red]failed[/red]",
+                     pct(r.value / top) if r.valid and top else "-", pct(r.value / ds) if r.valid and ds else "-",
+                     str(r.best_params.get("bytes_per_array") or r.best_params.get("shape") or "")[:24]])
+    where = "CPU (no CUDA GPU)" if m.device == "cpu" else fp.get("name")
+    console.print(table(f"Measured ceilings — {where}", ["method", "kind", "dtype", "value", "of best",
+                                                         "of datasheet", "best at"], rows,
+                        caption=f"{m.methodology}, mode {m.mode}, {m.provenance.get('created_utc', '')}; "
+                                "median over repeats at the best size/shape"))
+    if m.device == "cuda":
+        console.print(f"  {fp.get('name')} {fp.get('form_factor', '')} uuid {fp.get('uuid')} driver {fp.get('driver_version')} "
+                      f"CUDA {fp.get('cuda_driver_version')} power limit {fp.get('power_limit_w')} W, "
+                      f"SM clock {fp.get('sm_clock_mhz')}/{fp.get('max_sm_clock_mhz')} MHz, "
+                      f"PCIe gen {fp.get('pcie_gen')} x{fp.get('pcie_width')}, ECC {fp.get('ecc_enabled')}, "
+                      f"MIG {fp.get('mig_enabled')}")
+        t = m.telemetry or {}
+        if t:
+            console.print(f"  during measurement: SM clock median {t['sm_clock_mhz'].get('median')} MHz, "
+                          f"power median {t['power_w'].get('median')} W, throttle reasons seen: "
+                          f"{t.get('throttle_fraction') or 'none'}")
+    for w in m.warnings:
+        console.print(f"  [yellow]warning:[/yellow] {w}")

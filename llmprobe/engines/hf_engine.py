@@ -1,0 +1,130 @@
+"""The transformers ("hf") backend: the reference path for machines without vLLM.
+
+The model is built from its config with random weights (or loaded from a local checkpoint),
+generates with a static KV cache, and every forward call is timed by a pre/post hook on the
+model: CUDA events on GPU, the host clock on CPU. Token arrival times come from a streamer, which
+transformers calls after each step once the new tokens are on the host.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..errors import MissingDependency, UserError
+from .base import Engine, EngineOptions, classify, request_timing
+
+_TORCH_DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
+                 "half": "float16", "float32": "float32", "fp32": "float32", "auto": "bfloat16"}
+
+
+class _Stamps:
+    """A transformers streamer that only timestamps: put() gets the prompt, then each new token column."""
+
+    def __init__(self):
+        self.t0 = 0.0
+        self.times: list[float] = []
+        self._prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        self.times.append(time.perf_counter() - self.t0)
+
+    def end(self) -> None:
+        pass
+
+
+class HfEngine(Engine):
+    name = "hf"
+
+    def __init__(self, opts: EngineOptions):
+        try:
+            import torch
+            import transformers
+        except ImportError:
+            raise MissingDependency("transformers and torch", "hf") from None
+        self.torch, self.opts = torch, opts
+        self.version = transformers.__version__
+        want = opts.device
+        if want == "auto":
+            want = "cuda" if torch.cuda.is_available() else "cpu"
+        if want == "cuda" and not torch.cuda.is_available():
+            raise UserError("--device cuda: torch sees no CUDA device")
+        self.device = want
+        dtype = getattr(torch, _TORCH_DTYPES.get(opts.dtype, opts.dtype))
+        torch.manual_seed(opts.seed)
+        if opts.weights == "real":
+            if not opts.model_path:
+                raise UserError("--weights real needs --model to be a local checkpoint folder")
+            model = transformers.AutoModelForCausalLM.from_pretrained(opts.model_path, dtype=dtype)
+        else:
+            config = transformers.AutoConfig.for_model(**opts.model.config)
+            with torch.device(self.device):
+                model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
+        self.model = model.to(self.device).eval()
+        self.dtype = str(dtype).replace("torch.", "")
+        self._steps: list[dict[str, Any]] = []
+        self._cached = 0
+        self._t0 = 0.0
+        self._hooks = [self.model.register_forward_pre_hook(self._pre, with_kwargs=True),
+                       self.model.register_forward_hook(self._post, with_kwargs=True)]
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "hf", "version": self.version, "device": self.device,
+                "args": {"dtype": self.dtype, "cache_implementation": "static", "weights": self.opts.weights,
+                         "attn_implementation": getattr(self.model.config, "_attn_implementation", None)}}
+
+    def _event(self):
+        ev = self.torch.cuda.Event(enable_timing=True)
+        ev.record()
+        return ev
+
+    def _pre(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        batch, new = ids.shape
+        kind = "p" if self._cached == 0 else "d"
+        seqs = [[f"r{i}", new, self._cached, kind] for i in range(batch)]
+        t = time.perf_counter()
+        gap = (t - self._steps[-1]["_t_end"]) * 1e3 if self._steps else None
+        self._steps.append({"_t_start": t, "gap_ms": gap, "seqs": seqs,
+                            "_ev": [self._event(), None] if self.device == "cuda" else None})
+
+    def _post(self, module, args, kwargs, output):
+        rec = self._steps[-1]
+        if rec["_ev"] is not None:
+            rec["_ev"][1] = self._event()
+        rec["_t_end"] = time.perf_counter()
+        self._cached += rec["seqs"][0][1]
+
+    def run(self, prompts: list[list[int]], gen_len: int) -> dict[str, Any]:
+        torch = self.torch
+        if len({len(p) for p in prompts}) != 1:
+            raise UserError("--backend hf batches prompts of one length only")
+        ids = torch.tensor(prompts, device=self.device)
+        self._steps, self._cached = [], 0
+        stamps = _Stamps()
+        with torch.inference_mode():
+            stamps.t0 = t0 = time.perf_counter()
+            self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=gen_len,
+                                min_new_tokens=gen_len, do_sample=False, cache_implementation="static",
+                                eos_token_id=None, pad_token_id=0, streamer=stamps)
+            wall = time.perf_counter() - t0
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        steps = []
+        for k, rec in enumerate(self._steps):
+            ev = rec.pop("_ev")
+            steps.append({"index": k, "t_start_s": rec["_t_start"] - t0, "t_end_s": rec["_t_end"] - t0,
+                          "gap_ms": rec["gap_ms"], "host_ms": (rec["_t_end"] - rec["_t_start"]) * 1e3,
+                          "device_ms": ev[0].elapsed_time(ev[1]) if ev else None, "seqs": rec["seqs"],
+                          **classify(rec["seqs"])})
+        # generate() returns every row together: all requests share the step times.
+        requests = [request_timing(f"r{i}", len(p), stamps.times) for i, p in enumerate(prompts)]
+        return {"wall_s": wall, "steps": steps, "requests": requests}
+
+    def close(self) -> None:
+        for h in getattr(self, "_hooks", []):
+            h.remove()
+        self._hooks = []

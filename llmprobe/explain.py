@@ -1,0 +1,246 @@
+"""Measured against the roofline: efficiency, where the time went, and what looks broken.
+
+Time accounting, per measured run (then averaged part by part, which keeps the sums exact):
+the run's wall time = the steps + the time between them. Each step belongs to a phase (prefill,
+decode, or mixed: both at once, counted with prefill); the gap before a step belongs to that
+step's phase and the tail after the last step to decode. A step's time splits into
+
+  floor parts      weights_s, kv_read_s, kv_write_s (memory-bound) or linear_flops_s,
+                   attention_flops_s (compute-bound), allreduce_s — the step's analytic floor
+  above floor      device time above the floor (GPU) / step time above the floor (CPU)
+  host in step     host time of the step beyond its device time (GPU only; negative when the
+                   device work ran past the host's return, as with async scheduling)
+
+and the gaps are ``host_between_steps_s``. Parts therefore add up to the measured wall time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import UserError
+from .hardware import Ceilings, match_device_name, resolve_gpu
+from .models import from_hf_config
+from .roofline import CostModel
+from .timing import relative_spread
+
+SPREAD_LIMIT = 0.05
+BEATS_FLOOR = 0.98   # a step measured under 98% of its floor: the model or the ceilings are wrong
+FLOOR_PARTS = ("weights_s", "kv_read_s", "kv_write_s", "linear_flops_s", "attention_flops_s", "allreduce_s")
+
+
+@dataclass
+class Inputs:
+    ceilings: Ceilings
+    source: str                # "measured" | "datasheet"
+    cost: CostModel
+
+
+def ceilings_for(record: dict[str, Any], gpu: str | None = None, ceilings_file: dict | None = None) -> tuple[Ceilings, str]:
+    from .microbench.result import ceilings_from_record
+    if ceilings_file is not None:
+        return ceilings_from_record(ceilings_file), "measured"
+    if gpu:
+        return resolve_gpu(gpu).ceilings(), "datasheet"
+    if record.get("ceilings"):
+        return ceilings_from_record(record["ceilings"]), "measured"
+    dev = (record.get("provenance") or {}).get("device") or {}
+    spec = match_device_name(dev.get("name") or "", dev.get("memory_bytes")) if dev.get("kind") == "cuda" else None
+    if spec is None:
+        raise UserError("the record carries no measured ceilings and its device is not in the GPU catalog: "
+                        "run `llmprobe roofline` on that machine first, or pass --gpu or --ceilings")
+    return spec.ceilings(), "datasheet"
+
+
+def inputs_for(record: dict[str, Any], gpu: str | None = None, ceilings_file: dict | None = None) -> Inputs:
+    cfg = record["config"]
+    spec = from_hf_config(record["model_config"], name=cfg["model"], source=cfg.get("model_source", ""))
+    if cfg.get("full_layers") and cfg["full_layers"] != spec.num_layers:
+        full = from_hf_config({**record["model_config"], "num_hidden_layers": cfg["full_layers"]}, name=cfg["model"])
+        spec = full.with_layers(spec.num_layers)
+    ceil, source = ceilings_for(record, gpu, ceilings_file)
+    kv = "fp8" if str(cfg.get("kv_cache_dtype", "auto")).startswith("fp8") else None
+    cost = CostModel(spec, ceil, dtype=cfg.get("weight_dtype", "bf16"), kv_dtype=kv, tp=cfg.get("tp", 1))
+    return Inputs(ceil, source, cost)
+
+
+def _step_time_s(step: dict[str, Any]) -> float:
+    return (step["device_ms"] if step["device_ms"] is not None else step["host_ms"]) / 1e3
+
+
+def run_breakdown(run: dict[str, Any], cost: CostModel) -> dict[str, Any]:
+    """Parts of one run's wall time per phase, and per-step floors."""
+    bw, peak = cost.bw, cost.peak
+    phases = {p: dict.fromkeys(FLOOR_PARTS + ("above_floor_s", "host_in_step_s", "host_between_steps_s",
+                                              "mixed_steps_s"), 0.0) for p in ("prefill", "decode")}
+    totals = {p: {"bytes": 0.0, "flops": 0.0, "time_s": 0.0, "floor_s": 0.0, "steps": 0} for p in ("prefill", "decode", "mixed")}
+    beaten = []
+    steps = run["steps"]
+    prev_end = 0.0
+    for st in steps:
+        seqs = [(q, c) for _, q, c, _ in st["seqs"]]
+        floor = cost.step(seqs)
+        kind = "mixed" if st["mixed"] else ("prefill" if st["prefill_tokens"] else "decode")
+        phase = phases["decode" if kind == "decode" else "prefill"]
+        host = st["host_ms"] / 1e3
+        t = _step_time_s(st)
+        phase["host_between_steps_s"] += st["t_start_s"] - prev_end
+        prev_end = st["t_end_s"]
+        # the step's wall interval on the host: t_end - t_start = host time + time the wrappers did not see
+        wall = st["t_end_s"] - st["t_start_s"]
+        if kind == "mixed":
+            phase["mixed_steps_s"] += wall
+        else:
+            for part, v in floor.parts_s(bw, peak).items():
+                phase[part] += v
+            phase["above_floor_s"] += t - floor.floor_s
+            phase["host_in_step_s"] += wall - t
+        tot = totals[kind]
+        tot["bytes"] += floor.bytes
+        tot["flops"] += floor.flops
+        tot["time_s"] += t
+        tot["floor_s"] += floor.floor_s
+        tot["steps"] += 1
+        if t < BEATS_FLOOR * floor.floor_s:
+            beaten.append({"index": st["index"], "phase": kind, "measured_s": t, "floor_s": floor.floor_s,
+                           "bound": floor.bound})
+    phases["decode"]["host_between_steps_s"] += run["wall_s"] - prev_end
+    return {"phases": phases, "totals": totals, "beaten": beaten}
+
+
+def _mean_dicts(ds: Sequence[dict[str, float]]) -> dict[str, float]:
+    return {k: sum(d[k] for d in ds) / len(ds) for k in ds[0]}
+
+
+def explain_scenario(sc: dict[str, Any], record: dict[str, Any], inp: Inputs) -> dict[str, Any]:
+    cost, ceil = inp.cost, inp.ceilings
+    b, p, g = sc["batch"], sc["prompt_len"], sc["gen_len"]
+    bound = cost.scenario(b, p, g, advise=False)
+    sm = sc["summary"]
+    runs = [run_breakdown(r, cost) for r in sc["runs"]]
+    flags: list[dict[str, str]] = []
+
+    def eff(floor, measured):
+        return floor / measured if measured else None
+    ttft_m, tpot_m, tps_m = sm["ttft_s"]["median"], sm["tpot_s"]["median"], sm["tps"]["median"]
+    out: dict[str, Any] = {
+        "batch": b, "prompt_len": p, "gen_len": g, "ceilings_source": inp.source, "ceilings": ceil.to_dict(),
+        "ttft": {"measured_s": ttft_m, "floor_s": bound.ttft_floor_s, "efficiency": eff(bound.ttft_floor_s, ttft_m)},
+        "tpot": {"measured_s": tpot_m, "floor_s": bound.tpot_floor_s, "efficiency": eff(bound.tpot_floor_s, tpot_m)},
+        "tps": {"measured": tps_m, "ceiling": bound.tps_ceiling,
+                "efficiency": tps_m / bound.tps_ceiling if tps_m else None,
+                "ceiling_optimistic": bound.tps_ceiling_optimistic},
+    }
+    # ---- where the time went ----
+    breakdown = {ph: _mean_dicts([r["phases"][ph] for r in runs]) for ph in ("prefill", "decode")}
+    measured_wall = sum(r["wall_s"] for r in sc["runs"]) / len(sc["runs"])
+    for ph in breakdown.values():
+        ph["measured_s"] = sum(v for k, v in ph.items())
+    out["breakdown"] = breakdown
+    out["measured_wall_s"] = measured_wall
+    # ---- achieved bandwidth and FLOP/s (gpt-fast's view: model bytes x steps / time) ----
+    achieved = {}
+    for ph in ("prefill", "decode"):
+        tot = _mean_dicts([r["totals"][ph] for r in runs])
+        if tot["time_s"] > 0:
+            achieved[ph] = {"bytes_per_s": tot["bytes"] / tot["time_s"], "flops_per_s": tot["flops"] / tot["time_s"],
+                            "bandwidth_fraction": tot["bytes"] / tot["time_s"] / ceil.hbm_bytes_per_s,
+                            "flops_fraction": tot["flops"] / tot["time_s"] / cost.peak,
+                            "intensity_flop_per_byte": tot["flops"] / tot["bytes"] if tot["bytes"] else None,
+                            "steps_per_run": tot["steps"], "step_time_s": tot["time_s"], "floor_s": tot["floor_s"],
+                            "timer": "device" if all(s["device_ms"] is not None for s in sc["runs"][0]["steps"]) else "host"}
+    out["achieved"] = achieved
+    # ---- layer-sampled runs ----
+    spec = cost.model
+    if spec.full_num_layers and spec.full_num_layers != spec.num_layers:
+        out["extrapolated"] = extrapolate(sc, cost, runs)
+    # ---- consistency checks ----
+    beaten = [s for r in runs for s in r["beaten"]]
+    if beaten:
+        worst = min(beaten, key=lambda s: s["measured_s"] / s["floor_s"])
+        doubt = ("the HBM bandwidth ceiling or the bytes the model streams (weights, KV)" if worst["bound"] == "memory"
+                 else "the peak FLOP/s ceiling or the FLOPs the model counts")
+        flags.append({"kind": "faster_than_floor", "message":
+                      f"{len(beaten)} step(s) ran faster than their floor (worst: {worst['phase']} step "
+                      f"{worst['index']} at {worst['measured_s'] / worst['floor_s']:.0%} of it): doubt {doubt}"})
+    for key, s in sm.items():
+        spread = relative_spread(s)
+        if spread is not None and spread > SPREAD_LIMIT:
+            flags.append({"kind": "spread", "message": f"{key} varies {spread:.1%} run to run (over {SPREAD_LIMIT:.0%})"})
+    tel = sc.get("telemetry") or {}
+    if tel.get("throttled"):
+        flags.append({"kind": "throttled", "message": f"the GPU throttled during the runs: {tel.get('throttle_fraction')}"})
+    cc = sc.get("cross_check") or {}
+    if cc.get("above_tolerance"):
+        flags.append({"kind": "cross_check", "message": f"TTFT differs from the engine's own by up to "
+                      f"{cc['max_rel_diff']:.1%} on {cc['above_tolerance']} request(s)"})
+    for prob in sc.get("problems") or []:
+        flags.append({"kind": "incomplete", "message": prob})
+    if inp.source == "datasheet":
+        flags.append({"kind": "datasheet_ceilings", "message": "no ceilings measured on this card: efficiencies are "
+                      "against the datasheet (run `llmprobe roofline` on it for measured ones)"})
+    warm = sc.get("warmup_runs") or []
+    if warm:
+        first = warm[0]["wall_s"]
+        out["warmup"] = {"first_warmup_wall_s": first, "measured_mean_wall_s": measured_wall,
+                         "excess_s": first - measured_wall}
+    out["flags"] = flags
+    out["explained"] = not beaten
+    if beaten:  # a measurement under its floor is flagged, not explained
+        out["breakdown"] = None
+    return out
+
+
+def extrapolate(sc: dict[str, Any], cost: CostModel, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Full-model estimate from a layer-sampled run: per-layer time x layers + the fixed part.
+
+    The fixed part is the time that does not scale with layers: everything between and around
+    steps, and the share of each step's device time that the floor gives to the lm_head, the final
+    norm and the embedding gather (its fraction of the floor). The rest scales by full/sampled layers.
+    """
+    spec = cost.model
+    k = spec.full_num_layers / spec.num_layers
+    full_cost = CostModel(from_hf_config({**spec.config, "num_hidden_layers": spec.full_num_layers}, spec.name),
+                          cost.ceilings, dtype=cost.dtype, kv_dtype=cost.kv_dtype, tp=cost.tp)
+    ests = []
+    for run, rb in zip(sc["runs"], runs):
+        est_wall, first_token = 0.0, None
+        prev_end = 0.0
+        for st in run["steps"]:
+            floor = cost.step([(q, c) for _, q, c, _ in st["seqs"]])
+            layer_share = 1.0 - _fixed_share(cost, floor, rows=len(st["seqs"]))
+            t = _step_time_s(st)
+            scaled = t * (1 - layer_share) + t * layer_share * k
+            est_wall += (st["t_start_s"] - prev_end) + (st["t_end_s"] - st["t_start_s"] - t) + scaled
+            prev_end = st["t_end_s"]
+            if first_token is None and st["prefill_tokens"]:
+                first_token = est_wall
+        est_wall += run["wall_s"] - prev_end
+        out_tokens = sum(r["output_tokens"] for r in run["requests"])
+        ests.append({"wall_s": est_wall, "tps": out_tokens / est_wall, "ttft_s": first_token})
+    n = len(ests)
+    tps = sum(e["tps"] for e in ests) / n
+    full_bound = full_cost.scenario(sc["batch"], sc["prompt_len"], sc["gen_len"], advise=False)
+    return {"label": f"extrapolated from {spec.num_layers} to {spec.full_num_layers} layers",
+            "tps": tps, "ttft_s": sum(e["ttft_s"] or 0 for e in ests) / n, "wall_s": sum(e["wall_s"] for e in ests) / n,
+            "tps_ceiling_full": full_bound.tps_ceiling, "efficiency": tps / full_bound.tps_ceiling}
+
+
+def _fixed_share(cost: CostModel, floor, rows: int) -> float:
+    """Fraction of a step's floor spent outside the decoder layers: the lm_head (and final norm)."""
+    if floor.floor_s <= 0:
+        return 0.0
+    if floor.bound == "memory":
+        return min(1.0, (cost.lm_head_bytes + cost.model.hidden_size * 2) / floor.bytes)
+    return min(1.0, cost.lm_head_flops_per_row * rows / floor.flops) if floor.flops else 0.0
+
+
+def explain_record(record: dict[str, Any], gpu: str | None = None, ceilings_file: dict | None = None) -> dict[str, Any]:
+    inp = inputs_for(record, gpu, ceilings_file)
+    cfg = record["config"]
+    return {"model": cfg["model"], "layers_note": cfg.get("layers_note"), "backend": cfg["backend"],
+            "device": ((record.get("provenance") or {}).get("device") or {}).get("name"),
+            "ceilings_source": inp.source, "ceilings": inp.ceilings.to_dict(),
+            "scenarios": [explain_scenario(sc, record, inp) for sc in record["scenarios"]]}

@@ -1,0 +1,118 @@
+"""Measured ceilings: bandwidth and FLOP/s of this machine's GPU (or CPU), saved for reuse."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ..errors import MissingDependency, UserError
+from ..records import CEILINGS_METHODOLOGY, cpu_description, provenance
+from .result import Measurement, MethodResult, ceilings_from_record
+
+GPU_METHODS = ("torch", "triton", "cupy")
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        raise MissingDependency("torch (needed to measure this machine)", "torch") from None
+    return torch.cuda.is_available()
+
+
+def _available(name: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec({"triton": "triton", "cupy": "cupy"}[name]) is not None
+
+
+def measure(mode: str = "default", methods: tuple[str, ...] | None = None,
+            say: Callable[[str], None] = lambda m: None) -> Measurement:
+    if mode not in ("quick", "default", "full"):
+        raise UserError(f"unknown measurement mode {mode!r}")
+    t0 = time.perf_counter()
+    warnings: list[str] = []
+    if not _has_cuda():
+        if methods and set(methods) - {"torch"}:
+            extra = sorted(set(methods) - {"torch"})
+            raise UserError(f"--methods {','.join(extra)} measure a CUDA GPU and this machine has none "
+                            f"(install with pip install 'llmprobe[gpu]' on a GPU machine)")
+        say("no CUDA GPU: measuring the CPU instead")
+        from . import cpu
+        fp = cpu_description()
+        results = cpu.run(mode, say)
+        return Measurement(device="cpu", fingerprint=fp, methods=results, mode=mode, methodology=CEILINGS_METHODOLOGY,
+                           provenance=provenance(fp), warnings=["no CUDA GPU: these are CPU ceilings"],
+                           duration_s=time.perf_counter() - t0)
+    from ..hardware import match_device_name
+    from . import gpu
+    wanted = set(methods or GPU_METHODS)
+    unknown = wanted - set(GPU_METHODS)
+    if unknown:
+        raise UserError(f"unknown --methods {', '.join(sorted(unknown))}; choose from {', '.join(GPU_METHODS)}")
+    for m in sorted(wanted - {"torch"}):
+        if not _available(m):
+            extra = "triton" if m == "triton" else "cupy12' or 'llmprobe[cupy13"
+            if methods:  # asked for by name: say how to get it
+                raise MissingDependency({"triton": "Triton", "cupy": "CuPy"}[m], extra)
+            warnings.append(f"{m} methods skipped: pip install 'llmprobe[{extra}]'")
+            wanted.discard(m)
+    try:
+        from ..telemetry import Sampler, fingerprint
+        fp = fingerprint()
+        sampler = Sampler(interval_s=0.1)
+    except Exception as e:  # no NVML: measure anyway, without clocks and throttle reasons
+        fp, sampler = gpu.describe(), None
+        warnings.append(f"no NVML telemetry ({type(e).__name__}): pip install 'llmprobe[nvml]'")
+    if fp.get("mig_enabled"):
+        warnings.append("MIG is enabled: these are the ceilings of a MIG slice, not of the whole card")
+    if fp.get("other_processes"):
+        warnings.append(f"{fp['other_processes']} other process(es) use this GPU: figures may be low")
+    say(f"measuring {fp.get('name')}")
+    if sampler is not None:
+        with sampler:
+            results = gpu.run(mode, say, wanted)
+        telemetry = sampler.summary()
+        if telemetry.get("throttled"):
+            warnings.append(f"the card throttled during measurement: {telemetry['throttle_fraction']}")
+    else:
+        results, telemetry = gpu.run(mode, say, wanted), None
+    for r in results:
+        if not r.valid:
+            warnings.append(f"{r.name} ({r.dtype}) failed: {r.error}")
+    return Measurement(device="cuda", fingerprint=fp, methods=results, mode=mode, methodology=CEILINGS_METHODOLOGY,
+                       provenance=provenance(fp), telemetry=telemetry,
+                       datasheet=match_device_name(fp.get("name") or "", fp.get("memory_bytes")),
+                       warnings=warnings, duration_s=time.perf_counter() - t0)
+
+
+def current_device() -> dict:
+    if _has_cuda():
+        try:
+            from ..telemetry import fingerprint
+            return fingerprint()
+        except Exception:  # no NVML: torch still identifies the card
+            from .gpu import describe
+            return describe()
+    return cpu_description()
+
+
+def measure_or_load(mode: str = "default", remeasure: bool = False, progress: bool = True,
+                    methods: tuple[str, ...] | None = None) -> Measurement:
+    """Saved ceilings of this device if there are any (same card, driver, methodology), else measure and save."""
+    from . import store
+    if not remeasure and not methods:
+        saved = store.load_for_device(current_device())
+        if saved is not None and (mode == "default" or saved.get("mode") == mode):
+            return Measurement.from_dict(saved)
+    from .. import render
+    with render.err_console.status("measuring ceilings") as status:
+        def say(msg: str) -> None:
+            if progress:
+                status.update(msg)
+                render.err_console.log(msg)
+        m = measure(mode, methods, say)
+    store.save(m.to_dict())
+    return m
+
+
+__all__ = ["Measurement", "MethodResult", "ceilings_from_record", "measure", "measure_or_load"]

@@ -1,0 +1,91 @@
+"""Typed results of a ceilings measurement."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..hardware import Ceilings, GpuSpec
+
+
+@dataclass
+class MethodResult:
+    name: str                      # e.g. "cupy.copy_v4", "torch.matmul"
+    kind: str                      # "bandwidth" | "flops"
+    dtype: str | None              # element format (fp32 for streams, bf16/fp16/fp8 for matmul)
+    value: float | None            # best median over sizes/shapes: B/s or FLOP/s
+    valid: bool                    # validated against a reference before timing
+    error: str | None = None       # why it failed or was skipped
+    best_params: dict[str, Any] = field(default_factory=dict)   # size or shape of the best point
+    sweep: list[dict[str, Any]] = field(default_factory=list)   # every size/shape: params, median, spread
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Measurement:
+    device: str                                  # "cuda" | "cpu"
+    fingerprint: dict[str, Any]
+    methods: list[MethodResult]
+    mode: str
+    methodology: str
+    provenance: dict[str, Any]
+    telemetry: dict[str, Any] | None = None
+    datasheet: GpuSpec | None = None
+    warnings: list[str] = field(default_factory=list)
+    duration_s: float | None = None
+
+    def _valid(self, kind: str):
+        return [m for m in self.methods if m.kind == kind and m.valid and m.value]
+
+    @property
+    def bandwidth_bytes_per_s(self) -> float | None:
+        vals = [m.value for m in self._valid("bandwidth")]
+        return max(vals) if vals else None
+
+    @property
+    def flops(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for m in self._valid("flops"):
+            out[m.dtype] = max(out.get(m.dtype, 0.0), m.value)
+        return out
+
+    def ceilings(self) -> Ceilings:
+        fp = self.fingerprint
+        ds = self.datasheet
+        name = fp.get("name") or self.device
+        peak = dict(self.flops)
+        if "bf16" in peak and "fp16" not in peak:
+            peak["fp16"] = peak["bf16"]  # same tensor-core path; fp16 is measured only in --full
+        return Ceilings(name=name, hbm_bytes_per_s=self.bandwidth_bytes_per_s or 0.0, peak_flops=peak,
+                        memory_bytes=float(fp.get("memory_bytes") or (ds.memory_bytes if ds else 0.0)),
+                        interconnect_bytes_per_s=ds.interconnect_bytes_per_s if ds else None,
+                        source=f"measured on this {self.device} ({self.methodology}, {self.mode}, "
+                               f"{self.provenance.get('created_utc', '')})",
+                        kind="measured", gpu_id=ds.id if ds else None)
+
+    def datasheet_ceilings(self) -> Ceilings | None:
+        return self.datasheet.ceilings() if self.datasheet else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device": self.device, "bandwidth_bytes_per_s": self.bandwidth_bytes_per_s, "flops": self.flops,
+                "methods": [m.to_dict() for m in self.methods], "fingerprint": self.fingerprint, "mode": self.mode,
+                "methodology": self.methodology, "provenance": self.provenance, "telemetry": self.telemetry,
+                "datasheet_id": self.datasheet.id if self.datasheet else None, "warnings": self.warnings,
+                "duration_s": self.duration_s, "ceilings": self.ceilings().to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Measurement:
+        from ..hardware import gpu_catalog
+        return cls(device=d["device"], fingerprint=d["fingerprint"], methods=[MethodResult(**m) for m in d["methods"]],
+                   mode=d["mode"], methodology=d["methodology"], provenance=d["provenance"], telemetry=d.get("telemetry"),
+                   datasheet=gpu_catalog().get(d.get("datasheet_id") or ""), warnings=d.get("warnings", []),
+                   duration_s=d.get("duration_s"))
+
+
+def ceilings_from_record(d: dict[str, Any]) -> Ceilings:
+    """Ceilings from a saved measurement dict (as embedded in run records)."""
+    c = d["ceilings"]
+    return Ceilings(**{k: c[k] for k in ("name", "hbm_bytes_per_s", "peak_flops", "memory_bytes",
+                                         "interconnect_bytes_per_s", "source", "kind", "gpu_id")})

