@@ -1,4 +1,4 @@
-"""The CPU path: torch copy bandwidth and torch matmul FLOP/s, on the host clock.
+"""The CPU path: torch copy and read bandwidth and torch matmul FLOP/s, on the host clock.
 
 It exists so the whole pipeline (ceilings, profile, explain) runs end to end on a machine without
 a GPU, with honest figures for that machine.
@@ -37,6 +37,24 @@ def copy_bandwidth(mode: str) -> MethodResult:
                         sweep=sweep)
 
 
+def read_bandwidth(mode: str) -> MethodResult:
+    """src.sum() over float32 arrays past the last-level cache: bytes = n * 4 (weights are read, not copied)."""
+    import torch
+    warm, rep = _BUDGET[mode]
+    sweep = []
+    for size in SIZES_BYTES[mode]:
+        n = size // 4
+        src = torch.rand(n, dtype=torch.float64).float() + 0.5
+        got, ref = src.sum().item(), src.double().sum().item()
+        if abs(got / ref - 1) > 1e-3:
+            return MethodResult("torch.sum", "bandwidth", "fp32", None, False, f"sum off by {abs(got / ref - 1):.1e}")
+        t = bench(lambda: src.sum(), HostClock(), warmup_s=warm, rep_s=rep)
+        sweep.append({"bytes_per_array": size, "value": n * 4 / t.median_s, "spread": _spread(t)})
+    top = max(sweep, key=lambda s: s["value"])
+    return MethodResult("torch.sum", "bandwidth", "fp32", top["value"], True,
+                        best_params={"bytes_per_array": top["bytes_per_array"]}, sweep=sweep)
+
+
 def matmul_flops(mode: str, dtype: str) -> MethodResult:
     """torch.matmul of n x n by n x n: FLOPs = 2 * n^3; validated against float64."""
     import torch
@@ -65,6 +83,8 @@ def run(mode: str, say: Callable[[str], None]) -> list[MethodResult]:
     out = []
     say("CPU: torch copy_ bandwidth")
     out.append(copy_bandwidth(mode))
+    say("CPU: torch sum (read) bandwidth")
+    out.append(read_bandwidth(mode))
     for dt in ("fp32", "bf16"):
         say(f"CPU: torch matmul {dt}")
         out.append(matmul_flops(mode, dt))

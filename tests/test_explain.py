@@ -1,0 +1,145 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from llmprobe.explain import explain_record
+from llmprobe.hardware import Ceilings
+from llmprobe.models import resolve_model
+from llmprobe.roofline import CostModel
+
+TOY = Ceilings(name="toy", hbm_bytes_per_s=1e9, peak_flops={"bf16": 1e12}, memory_bytes=1e12, kind="measured")
+
+
+def _ceil_doc(c: Ceilings) -> dict:
+    return {"ceilings": c.to_dict()}
+
+
+def _step(index, seqs, t_start, host_ms, device_ms=None):
+    pre = sum(q for _, q, _, k in seqs if k == "p")
+    dec = sum(q for _, q, _, k in seqs if k == "d")
+    return {"index": index, "t_start_s": t_start, "t_end_s": t_start + host_ms / 1e3, "gap_ms": None,
+            "host_ms": host_ms, "device_ms": device_ms, "seqs": seqs, "prefill_tokens": pre, "decode_tokens": dec,
+            "num_reqs": len(seqs), "prefill_reqs": sum(k == "p" for *_, k in seqs),
+            "decode_reqs": sum(k == "d" for *_, k in seqs), "mixed": bool(pre and dec)}
+
+
+def hand_record(scale: float = 1.0) -> dict:
+    """tiny-llama, batch 1, prompt 4, gen 3 on toy ceilings; each step takes `scale` x 2 x its floor."""
+    m = resolve_model("tiny-llama")
+    cm = CostModel(m, TOY)
+    layout = [[["r0", 4, 0, "p"]], [["r0", 1, 4, "d"]], [["r0", 1, 5, "d"]]]
+    steps, t = [], 0.001                                   # 1 ms before the first step
+    for i, seqs in enumerate(layout):
+        floor = cm.step([(q, c) for _, q, c, _ in seqs]).floor_s
+        dev = 2 * floor * scale
+        steps.append(_step(i, seqs, t, host_ms=dev * 1e3 + 0.5, device_ms=dev * 1e3))   # host: device + 0.5 ms
+        t = steps[-1]["t_end_s"] + 0.0002                  # 0.2 ms between steps
+    wall = steps[-1]["t_end_s"] + 0.0003                   # 0.3 ms after the last
+    times = [steps[0]["t_end_s"], steps[1]["t_end_s"], steps[2]["t_end_s"]]
+    run = {"wall_s": wall, "steps": steps,
+           "requests": [{"id": "r0", "prompt_len": 4, "output_tokens": 3, "ttft_s": times[0], "latency_s": times[2],
+                         "tpot_s": (times[2] - times[0]) / 2}]}
+    stat = lambda v: {"n": 1, "mean": v, "median": v, "min": v, "max": v, "stdev": 0.0}  # noqa: E731
+    sc = {"batch": 1, "prompt_len": 4, "gen_len": 3, "runs": [run], "warmup_runs": [],
+          "summary": {"ttft_s": stat(times[0]), "tpot_s": stat((times[2] - times[0]) / 2),
+                      "total_latency_s": stat(times[2]), "tps": stat(3 / wall)}}
+    return {"schema_version": 1, "config": {"model": "tiny-llama", "backend": "vllm", "weight_dtype": "bf16", "tp": 1,
+                                            "layers": 2, "full_layers": 2},
+            "model_config": m.config, "ceilings": _ceil_doc(TOY), "provenance": {"device": {"name": "toy"}},
+            "scenarios": [sc]}
+
+
+def test_golden_breakdown():
+    rec = hand_record()
+    ex = explain_record(rec)
+    s = ex["scenarios"][0]
+    cm = CostModel(resolve_model("tiny-llama"), TOY)
+    floors = [cm.prefill(1, 4).floor_s, cm.decode(1, 4).floor_s, cm.decode(1, 5).floor_s]
+    pre, dec = s["breakdown"]["prefill"], s["breakdown"]["decode"]
+    # floor parts: every step here is memory-bound on the toy card
+    assert pre["weights_s"] + pre["kv_read_s"] + pre["kv_write_s"] == pytest.approx(floors[0])
+    assert pre["above_floor_s"] == pytest.approx(floors[0])                 # measured = 2 x floor
+    assert pre["host_in_step_s"] == pytest.approx(0.0005)
+    assert pre["host_between_steps_s"] == pytest.approx(0.001)
+    assert dec["above_floor_s"] == pytest.approx(floors[1] + floors[2])
+    assert dec["host_in_step_s"] == pytest.approx(0.001)
+    assert dec["host_between_steps_s"] == pytest.approx(0.0002 * 2 + 0.0003)
+    assert pre["measured_s"] + dec["measured_s"] == pytest.approx(rec["scenarios"][0]["runs"][0]["wall_s"])
+    assert s["explained"] and not [f for f in s["flags"] if f["kind"] == "faster_than_floor"]
+    assert s["tps"]["efficiency"] == pytest.approx(s["tps"]["measured"] / s["tps"]["ceiling"])
+    assert 0 < s["ttft"]["efficiency"] < 1 and 0 < s["tpot"]["efficiency"] < 1
+    assert s["achieved"]["decode"]["bandwidth_fraction"] == pytest.approx(0.5, rel=1e-6)   # 2 x floor: half the roof
+
+
+def test_faster_than_floor_is_flagged_not_explained():
+    ex = explain_record(hand_record(scale=0.25))            # every step at half its floor
+    s = ex["scenarios"][0]
+    assert not s["explained"] and s["breakdown"] is None
+    flag = next(f for f in s["flags"] if f["kind"] == "faster_than_floor")
+    assert "HBM bandwidth" in flag["message"]
+
+
+def test_cli_explain_bad_inputs(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    r = subprocess.run([sys.executable, "-m", "llmprobe", "explain", str(bad)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "not an llmprobe run record" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "llmprobe", "explain", str(tmp_path / "none.json")], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "no such" in r.stderr
+
+
+# ---- the real pipeline on CPU: ceilings measured, vLLM profiled, explained ------------------------
+
+@pytest.fixture(scope="module")
+def cpu_pipeline(tmp_path_factory):
+    pytest.importorskip("vllm")
+    d = tmp_path_factory.mktemp("pipeline")
+    env = {**os.environ, "LLMPROBE_CACHE_DIR": str(d / "cache")}
+
+    def cli(*args):
+        r = subprocess.run([sys.executable, "-m", "llmprobe", *args], capture_output=True, text=True, timeout=900, env=env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r
+    cli("roofline", "--quick", "--json")
+    # small-llama: 0.27 GB of bf16 weights, past every CPU cache, so DRAM bandwidth is the real roof
+    cli("profile", "--model", "small-llama", "--batch", "1,4", "--prompt-len", "32", "--gen-len", "8", "--runs", "2",
+        "--enforce-eager", "--out", str(d / "run.json"))
+    r = cli("explain", str(d / "run.json"), "--report", str(d / "report"), "--json")
+    return d, json.loads(r.stdout)
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_cpu_pipeline_explained(cpu_pipeline):
+    d, doc = cpu_pipeline
+    rec = json.loads((d / "run.json").read_text())
+    assert rec["ceilings"]["device"] == "cpu"                      # the measured CPU ceilings travelled along
+    for s, sc in zip(doc["scenarios"], rec["scenarios"]):
+        assert s["ceilings_source"] == "measured"
+        assert s["explained"], s["flags"]
+        for key in ("ttft", "tpot"):
+            assert 0 < s[key]["efficiency"] <= 1
+        assert 0 < s["tps"]["efficiency"] <= 1
+        wall = sum(r["wall_s"] for r in sc["runs"]) / len(sc["runs"])
+        total = s["breakdown"]["prefill"]["measured_s"] + s["breakdown"]["decode"]["measured_s"]
+        assert total == pytest.approx(wall, rel=1e-9)
+        assert 0 < s["achieved"]["decode"]["bandwidth_fraction"] <= 1
+    files = doc["report_files"]
+    assert {os.path.basename(f) for f in files} == {"report.md", "report.html", "roofline.png", "breakdown.png", "steps.png"}
+    assert all(os.path.getsize(f) > 1000 for f in files)
+
+
+def test_layer_sampled_record_is_extrapolated(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    from llmprobe.profiling import Scenario, profile
+    monkeypatch.setenv("LLMPROBE_CACHE_DIR", str(tmp_path))
+    rec = profile("small-llama", [Scenario(1, 8, 4)], backend="hf", runs=1, warmup=1, layers=3)
+    ex = explain_record(rec, gpu="h100-sxm")           # explained against a datasheet, and labelled so
+    s = ex["scenarios"][0]
+    assert s["ceilings_source"] == "datasheet" and any(f["kind"] == "datasheet_ceilings" for f in s["flags"])
+    assert s["extrapolated"]["label"] == "extrapolated from 3 to 6 layers"
+    assert s["extrapolated"]["tps"] < s["tps"]["measured"]   # twice the layers cannot be faster
