@@ -181,5 +181,52 @@ def explain(records, report_dir, gpu, ceilings_file, as_json) -> None:
     commands.explain(paths=list(records), report_dir=report_dir, gpu=gpu, ceilings_file=ceilings_file, as_json=as_json)
 
 
+# ---- providers ----------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("records", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--prices", "prices_file", type=click.Path(dir_okay=False), help="TOML price file overriding the catalog.")
+@click.option("--provider", default=None, help="Price the records at this provider (default: the one they ran on).")
+@click.option("--tokens", type=float, default=None, help="Also cost a workload of this many output tokens.")
+@click.option("--predict", is_flag=True, help="Predict from the roofline x an efficiency measured on a run.")
+@click.option("--model", "model_name", default=None, help="--predict: the model.")
+@click.option("--gpus", default=None, callback=_str_list, help="--predict: catalog GPUs, comma-separated.")
+@click.option("--tp", default="1", callback=_int_list, show_default=True, help="--predict: TP degrees.")
+@click.option("--batch", default="1,8", callback=_int_list, show_default=True, help="--predict: batch sizes.")
+@click.option("--prompt-len", default=256, show_default=True, type=int)
+@click.option("--gen-len", default=256, show_default=True, type=int)
+@click.option("--dtype", default="bf16", show_default=True, help="--predict: weight format.")
+@click.option("--efficiency", type=float, default=None, help="--predict: use this efficiency (0-1) instead of a run's.")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False), help="Write every row as CSV.")
+@click.option("--markdown", "md_out", type=click.Path(dir_okay=False), help="Write the tables as markdown.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write a $/Mtok bar chart (PNG).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def compare(records, prices_file, provider, tokens, predict, model_name, gpus, tp, batch, prompt_len, gen_len, dtype,
+            efficiency, csv_out, md_out, plot, as_json) -> None:
+    """Tokens/s per dollar and $ per million tokens across providers and GPUs."""
+    from . import commands
+    commands.compare(paths=list(records), prices_file=prices_file, provider=provider, tokens=tokens, predict=predict,
+                     model_name=model_name, gpus=gpus, tps=tp, batches=batch, prompt_len=prompt_len, gen_len=gen_len,
+                     dtype=dtype, efficiency=efficiency, csv_out=csv_out, md_out=md_out, plot=plot, as_json=as_json)
+
+
+@main.command()
+@click.argument("claims", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def audit(claims, as_json) -> None:
+    """Judge published tokens/s claims (CSV) against what the hardware can do."""
+    from . import commands
+    commands.audit(path=claims, as_json=as_json)
+
+
+@main.command()
+@click.option("--prices", "prices_file", type=click.Path(dir_okay=False), help="TOML price file overriding the catalog.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def prices(prices_file, as_json) -> None:
+    """The price catalog and where each price came from."""
+    from . import commands
+    commands.prices(prices_file=prices_file, as_json=as_json)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -171,3 +171,86 @@ def explain(*, paths: list[str], report_dir: str | None, gpu: str | None, ceilin
             render.console.print(render.table(title, cols, rows))
     for f in files:
         render.console.print(f"wrote {f}")
+
+
+def prices(*, prices_file: str | None, as_json: bool) -> None:
+    from .pricing import load_prices
+    ps = load_prices(prices_file)
+    if as_json:
+        return render.emit_json({"prices": [p.to_dict() for p in ps]})
+    render.console.print(render.table("Prices (USD per GPU-hour)", ["provider", "gpu", "$/h", "date", "source"],
+                                      [[p.provider, p.gpu, f"{p.usd_per_hour:.2f}", p.date, p.source] for p in ps]))
+
+
+def compare(*, paths: list[str], prices_file: str | None, provider: str | None, tokens: float | None, predict: bool,
+            model_name: str | None, gpus, tps, batches, prompt_len: int, gen_len: int, dtype: str,
+            efficiency: float | None, csv_out: str | None, md_out: str | None, plot: str | None, as_json: bool) -> None:
+    from . import compare as cmp
+    from .pricing import load_prices
+    from .records import load_run_record
+    if tokens is not None and tokens <= 0:
+        raise UserError("--tokens must be positive")
+    price_list = load_prices(prices_file)
+    records = [(p, load_run_record(p)) for p in paths]
+    rows: list[dict[str, Any]] = []
+    if predict:
+        if not model_name or not gpus:
+            raise UserError("--predict needs --model and --gpus")
+        if efficiency is not None and not 0 < efficiency <= 1:
+            raise UserError(f"--efficiency must be in (0, 1], got {efficiency}")
+        effs = ([{"batch": b, "efficiency": efficiency, "record": "--efficiency", "ceilings_source": "no"} for b in batches]
+                if efficiency is not None else cmp.efficiency_by_batch(records))
+        rows = cmp.predicted_rows(resolve_model(model_name), gpus, tps, batches, prompt_len, gen_len, dtype,
+                                  price_list, effs, tokens)
+    elif not records:
+        raise UserError("give run records to compare, or --predict with --model and --gpus")
+    else:
+        rows = cmp.measured_rows(records, price_list, provider, tokens)
+    best = cmp.cheapest(rows)
+    if csv_out:
+        import csv
+        import io
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cmp.CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+        _write_text(csv_out, buf.getvalue())
+    if md_out:
+        _write_text(md_out, render.compare_markdown(rows, best, tokens))
+    if plot:
+        cmp.cost_chart(plot, rows)
+    if as_json:
+        return render.emit_json({"rows": rows, "cheapest": best, "tokens": tokens})
+    render.print_compare(rows, best, tokens)
+
+
+def _write_text(path: str, text: str) -> None:
+    import tempfile
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".llmprobe-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def audit(*, path: str, as_json: bool) -> None:
+    from .audit import audit_file
+    doc = audit_file(path)
+    if as_json:
+        render.emit_json(doc)
+    else:
+        _print_audit(path, doc)
+    if doc["errors"]:  # the good rows were judged and printed; the exit code still says some were not
+        raise SystemExit(2)
+
+
+def _print_audit(path: str, doc: dict[str, Any]) -> None:
+    rows = [[c["line"], c["model"], c["gpu"], c["batch"], f"{c['tps']:g}", c["tp"], c["dtype"] or "any",
+             f"{c['precisions']['bf16']['share_of_ceiling']:.0%}", c["verdict"], c["reason"]] for c in doc["claims"]]
+    render.console.print(render.table(f"Audit of {path}", ["line", "model", "gpu", "batch", "TPS", "TP", "dtype",
+                                                           "of bf16 ceiling", "verdict", "reason"], rows,
+                                      caption=f"plausible: at most {doc['achievable_share']:.0%} of the ceiling "
+                                              "(what a streaming kernel reaches of datasheet bandwidth)"))
+    for e in doc["errors"]:
+        render.err_console.print(f"line {e['line']}: {e['message']}")

@@ -175,3 +175,62 @@ def print_measurement(m, datasheet) -> None:
                           f"{t.get('throttle_fraction') or 'none'}")
     for w in m.warnings:
         console.print(f"  [yellow]warning:[/yellow] {w}")
+
+
+def _money(x: float | None, fmt: str = "{:,.2f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def compare_tables(rows: list[dict], tokens: float | None) -> list[tuple[str, list[str], list[list]]]:
+    """The article's layout: one table per model x GPU (x TP), providers as rows, batches as columns."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["gpu"], r["tp"], r["kind"]), []).append(r)
+    out = []
+    for (model, gpu, tp, kind), rs in groups.items():
+        if kind == "predicted" and not rs[0]["fits_in_memory"]:
+            out.append((f"{model} on {gpu}" + (f" x{tp} (TP {tp})" if tp > 1 else "")
+                        + f" — PREDICTED — does not fit: {rs[0]['fit_advice']}", [], []))
+            continue
+        batches = sorted({r["batch"] for r in rs})
+        providers = list(dict.fromkeys(r["provider"] for r in rs))
+        cols = ["provider", "$/h"] + [f"TPS b{b}" for b in batches] + [f"TPS/$ b{b}" for b in batches] \
+            + [f"$/Mtok b{b}" for b in batches] + ([f"cost of {tokens:g} tok b{b}" for b in batches] if tokens else [])
+        table_rows = []
+        for prov in providers:
+            by_b = {r["batch"]: r for r in rs if r["provider"] == prov}
+            any_r = next(iter(by_b.values()))
+            cells = [prov or "(no price)", _money(any_r["usd_per_hour"])]
+            cells += [_money(by_b[b]["tps"], "{:,.1f}") if b in by_b else "-" for b in batches]
+            cells += [_money(by_b[b]["tps_per_dollar"]) if b in by_b else "-" for b in batches]
+            cells += [_money(by_b[b]["usd_per_million_tokens"]) if b in by_b else "-" for b in batches]
+            if tokens:
+                cells += [_money(by_b[b]["workload_usd"], "${:,.0f}") if b in by_b else "-" for b in batches]
+            table_rows.append(cells)
+        title = f"{model} on {gpu}" + (f" x{tp} (TP {tp})" if tp > 1 else "") + (" — PREDICTED" if kind == "predicted" else "")
+        if kind == "predicted":
+            r0 = rs[0]
+            title += f" — {r0['efficiency']:.0%} of the ceiling, from {r0['efficiency_from']}"
+        out.append((title, cols, table_rows))
+    return out
+
+
+def print_compare(rows: list[dict], best: list[dict], tokens: float | None) -> None:
+    for title, cols, trs in compare_tables(rows, tokens):
+        console.print(table(title, cols, trs) if cols else title)
+    if best:
+        console.print(table("Cheapest per scenario", ["model", "batch", "gpu", "TP", "provider", "kind", "TPS", "$/Mtok"],
+                            [[b["model"], b["batch"], b["gpu"], b["tp"], b["provider"], b["kind"], f"{b['tps']:,.1f}",
+                              f"{b['usd_per_million_tokens']:.2f}"] for b in best]))
+
+
+def compare_markdown(rows: list[dict], best: list[dict], tokens: float | None) -> str:
+    from .report import _md_table
+    parts = []
+    for title, cols, trs in compare_tables(rows, tokens):
+        parts += [f"### {title}", ""] + ([_md_table(cols, trs), ""] if cols else [])
+    if best:
+        parts += ["### Cheapest per scenario", "", _md_table(["model", "batch", "gpu", "TP", "provider", "kind", "TPS", "$/Mtok"],
+                  [[b["model"], b["batch"], b["gpu"], b["tp"], b["provider"], b["kind"], f"{b['tps']:,.1f}",
+                    f"{b['usd_per_million_tokens']:.2f}"] for b in best]), ""]
+    return "\n".join(parts)

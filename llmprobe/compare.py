@@ -1,0 +1,136 @@
+"""Provider comparisons: tokens/s per $/h and $ per million output tokens, measured or predicted.
+
+Measured rows come from run records (TPS = median over the record's runs). Predicted rows are the
+roofline TPS ceiling x an efficiency (measured TPS / ceiling) taken from a real run at the nearest
+batch size: always labelled "predicted", with the run they lean on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import UserError
+from .hardware import match_device_name, resolve_gpu
+from .models import ModelSpec
+from .pricing import Price, price_for, tps_per_dollar_hour, usd_per_million_tokens, workload_cost_usd
+from .roofline import CostModel
+
+
+def _cost_fields(tps: float | None, price: Price | None, gpus: int, tokens: float | None) -> dict[str, Any]:
+    if price is None or not tps:
+        return {"usd_per_hour": None, "tps_per_dollar": None, "usd_per_million_tokens": None, "workload_usd": None,
+                "price_source": None, "price_date": None}
+    per_hour = price.usd_per_hour * gpus
+    return {"usd_per_hour": per_hour, "tps_per_dollar": tps_per_dollar_hour(tps, per_hour),
+            "usd_per_million_tokens": usd_per_million_tokens(tps, per_hour),
+            "workload_usd": workload_cost_usd(tokens, tps, per_hour) if tokens else None,
+            "price_source": price.source, "price_date": price.date}
+
+
+def record_gpu(record: dict[str, Any]) -> str:
+    dev = (record.get("provenance") or {}).get("device") or {}
+    if dev.get("kind") != "cuda":
+        return "cpu"
+    spec = match_device_name(dev.get("name") or "", dev.get("memory_bytes"))
+    return spec.id if spec else (dev.get("name") or "unknown")
+
+
+def measured_rows(records: Sequence[tuple[str, dict[str, Any]]], prices: list[Price], provider: str | None = None,
+                  tokens: float | None = None) -> list[dict[str, Any]]:
+    rows = []
+    for path, rec in records:
+        cfg = rec["config"]
+        gpu = record_gpu(rec)
+        prov = provider or cfg.get("provider")
+        gpus = cfg.get("tp", 1) * cfg.get("pp", 1)
+        matches = price_for(prices, prov, gpu) or [None]
+        for sc in rec["scenarios"]:
+            tps = sc["summary"]["tps"]["median"]
+            for price in matches:
+                rows.append({"kind": "measured", "model": cfg["model"], "layers_note": cfg.get("layers_note"),
+                             "gpu": gpu, "tp": cfg.get("tp", 1), "gpus": gpus,
+                             "provider": prov or (price.provider if price else None),
+                             "provider_ran": prov, "batch": sc["batch"], "prompt_len": sc["prompt_len"],
+                             "gen_len": sc["gen_len"], "tps": tps, "record": path,
+                             **_cost_fields(tps, price, gpus, tokens)})
+    return rows
+
+
+def efficiency_by_batch(records: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Measured TPS / TPS ceiling, per batch, on each record's own ceilings (explain's efficiency)."""
+    from .explain import explain_record
+    out = []
+    for path, rec in records:
+        ex = explain_record(rec)
+        for s in ex["scenarios"]:
+            if s["tps"]["efficiency"] is not None:
+                out.append({"batch": s["batch"], "efficiency": s["tps"]["efficiency"], "record": path,
+                            "ceilings_source": s["ceilings_source"]})
+    return out
+
+
+def predicted_rows(model: ModelSpec, gpus: Sequence[str], tps_degrees: Sequence[int], batches: Sequence[int],
+                   prompt_len: int, gen_len: int, dtype: str, prices: list[Price],
+                   efficiencies: list[dict[str, Any]], tokens: float | None = None) -> list[dict[str, Any]]:
+    if not efficiencies:
+        raise UserError("--predict needs an efficiency measured on a real run: pass run records or --efficiency")
+    rows = []
+    for gid in gpus:
+        spec = resolve_gpu(gid)
+        for tp in tps_degrees:
+            cm = CostModel(model, spec.ceilings(), dtype=dtype, tp=tp)
+            for b in batches:
+                eff = min(efficiencies, key=lambda e: (abs(e["batch"] - b), -e["batch"]))
+                s = cm.scenario(b, prompt_len, gen_len, advise=True)
+                tps = s.tps_ceiling * eff["efficiency"] if s.fits_in_memory else None
+                for price in price_for(prices, None, spec.id) or [None]:
+                    rows.append({"kind": "predicted", "model": model.name, "layers_note": None, "gpu": spec.id, "tp": tp,
+                                 "gpus": tp, "provider": price.provider if price else None, "provider_ran": None,
+                                 "batch": b, "prompt_len": prompt_len, "gen_len": gen_len, "tps": tps, "dtype": dtype,
+                                 "fits_in_memory": s.fits_in_memory, "fit_advice": s.fit_advice,
+                                 "tps_ceiling": s.tps_ceiling, "efficiency": eff["efficiency"],
+                                 "efficiency_from": ("--efficiency" if eff["record"] == "--efficiency" else
+                                                     f"{eff['record']} (batch {eff['batch']}, {eff['ceilings_source']} ceilings)"),
+                                 "record": None, **_cost_fields(tps, price, tp, tokens)})
+    return rows
+
+
+def cheapest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The lowest $ per million tokens per (model, batch, prompt, gen)."""
+    best: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        if r["usd_per_million_tokens"] is None:
+            continue
+        key = (r["model"], r["batch"], r["prompt_len"], r["gen_len"])
+        if key not in best or r["usd_per_million_tokens"] < best[key]["usd_per_million_tokens"]:
+            best[key] = r
+    return [{"model": k[0], "batch": k[1], "prompt_len": k[2], "gen_len": k[3], "kind": r["kind"], "gpu": r["gpu"],
+             "tp": r["tp"], "provider": r["provider"], "tps": r["tps"], "usd_per_million_tokens": r["usd_per_million_tokens"]}
+            for k, r in best.items()]
+
+
+CSV_FIELDS = ["kind", "model", "layers_note", "gpu", "tp", "gpus", "provider", "batch", "prompt_len", "gen_len", "tps",
+              "usd_per_hour", "tps_per_dollar", "usd_per_million_tokens", "workload_usd", "price_source", "price_date",
+              "efficiency", "efficiency_from", "record"]
+
+
+def cost_chart(path: str, rows: list[dict[str, Any]]) -> str:
+    from .report import _plt
+    plt = _plt()
+    rows = [r for r in rows if r["usd_per_million_tokens"] is not None]
+    if not rows:
+        raise UserError("nothing to plot: no row has both a TPS and a price")
+    labels = [f"{r['model']} {r['gpu']}{' x' + str(r['gpus']) if r['gpus'] > 1 else ''} {r['provider']} b{r['batch']}"
+              + (" (pred.)" if r["kind"] == "predicted" else "") for r in rows]
+    fig, ax = plt.subplots(figsize=(10, 1.5 + 0.3 * len(rows)))
+    colours = ["#1f77b4" if r["kind"] == "measured" else "#ff7f0e" for r in rows]
+    ax.barh(range(len(rows)), [r["usd_per_million_tokens"] for r in rows], color=colours)
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("$ per million output tokens (lower is better)")
+    ax.set_title("Cost per token — blue: measured, orange: predicted")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
