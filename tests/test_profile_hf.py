@@ -26,8 +26,8 @@ def test_hf_record(model, tmp_path):
 def test_hf_layers_are_reported(tmp_path):
     rec = profile("small-llama", [Scenario(1, 8, 3)], backend="hf", runs=1, warmup=0, layers=2,
                   out=str(tmp_path / "r.json"))
-    assert rec["config"]["layers"] == 2 and rec["config"]["full_layers"] == 6
-    assert rec["config"]["layers_note"] == "2 of 6 layers" and rec["model"]["num_layers"] == 2
+    assert rec["config"]["layers"] == 2 and rec["config"]["full_layers"] == 8
+    assert rec["config"]["layers_note"] == "2 of 8 layers" and rec["model"]["num_layers"] == 2
 
 
 def test_hf_cli_json(tmp_path):

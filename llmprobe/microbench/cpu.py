@@ -11,48 +11,84 @@ from collections.abc import Callable
 from ..timing import HostClock, bench
 from .result import MethodResult
 
-SIZES_BYTES = {"quick": [128 << 20], "default": [128 << 20, 256 << 20], "full": [32 << 20, 64 << 20, 128 << 20, 256 << 20, 512 << 20]}
+GIB = 1 << 30
+MAX_ARRAY = 4 * GIB
+
+
+def llc_bytes() -> int:
+    """Size of the largest CPU cache (sysfs); 64 MiB where it cannot be read."""
+    import glob
+    best = 0
+    for d in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*"):
+        try:
+            with open(f"{d}/size") as f:
+                txt = f.read().strip()
+        except OSError:
+            continue
+        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(txt[-1:].upper(), 1)
+        best = max(best, int(txt.rstrip("KMGkmg")) * mult)
+    return best or 64 << 20
+
+
+def stream_sizes(mode: str) -> tuple[list[int], int]:
+    """Array sizes to time and the smallest that counts: 4x the LLC, so DRAM and not a cache is measured.
+    --full adds sizes below it to show where the cache ends (kept in the sweep, never the ceiling)."""
+    llc = llc_bytes()
+    if mode == "quick":  # 2x the LLC still leaves most of every access to DRAM; a coarser, faster pass
+        plateau = min(2 * llc, MAX_ARRAY)
+        return [plateau], plateau
+    plateau = min(4 * llc, MAX_ARRAY)
+    if mode == "default":
+        return [plateau], plateau
+    return sorted({plateau // 16, plateau // 8, plateau // 4, plateau // 2, plateau, min(2 * plateau, MAX_ARRAY)}), plateau
+
 MATMUL_N = {"quick": [1024], "default": [1024, 2048], "full": [512, 1024, 1536, 2048, 3072]}
 _BUDGET = {"quick": (0.05, 0.2), "default": (0.1, 0.5), "full": (0.2, 1.0)}
 
 
+def _plateau_best(name: str, sweep: list[dict], plateau: int) -> MethodResult:
+    top = max((p for p in sweep if p["bytes_per_array"] >= plateau), key=lambda p: p["value"])
+    return MethodResult(name, "bandwidth", "fp32", top["value"], True, best_params={"bytes_per_array": top["bytes_per_array"]},
+                        sweep=sweep)
+
+
 def copy_bandwidth(mode: str) -> MethodResult:
-    """dst.copy_(src) on float32 arrays far larger than the last-level cache: bytes = 2 * n * 4."""
+    """dst.copy_(src) on float32 arrays past the last-level cache: bytes = 2 * n * 4."""
     import torch
     warm, rep = _BUDGET[mode]
-    sweep, best = [], None
-    for size in SIZES_BYTES[mode]:
+    sizes, plateau = stream_sizes(mode)
+    sweep = []
+    for size in sizes:
         n = size // 4
-        src = torch.randn(n)
+        src = torch.empty(n).uniform_(0.5, 1.5)   # one pass, never zeros
         dst = torch.empty_like(src)
         dst.copy_(src)
         if not torch.equal(dst, src):
             return MethodResult("torch.copy_", "bandwidth", "fp32", None, False, "copy differs from its source")
         t = bench(lambda: dst.copy_(src), HostClock(), warmup_s=warm, rep_s=rep)
-        bw = 2 * n * 4 / t.median_s
-        sweep.append({"bytes_per_array": size, "value": bw, "spread": _spread(t)})
-        best = max(best or 0.0, bw)
-    top = max(sweep, key=lambda s: s["value"])
-    return MethodResult("torch.copy_", "bandwidth", "fp32", best, True, best_params={"bytes_per_array": top["bytes_per_array"]},
-                        sweep=sweep)
+        sweep.append({"bytes_per_array": size, "value": 2 * n * 4 / t.median_s, "spread": _spread(t),
+                      "counts": size >= plateau})
+        del src, dst
+    return _plateau_best("torch.copy_", sweep, plateau)
 
 
 def read_bandwidth(mode: str) -> MethodResult:
     """src.sum() over float32 arrays past the last-level cache: bytes = n * 4 (weights are read, not copied)."""
     import torch
     warm, rep = _BUDGET[mode]
+    sizes, plateau = stream_sizes(mode)
     sweep = []
-    for size in SIZES_BYTES[mode]:
+    for size in sizes:
         n = size // 4
-        src = torch.rand(n, dtype=torch.float64).float() + 0.5
+        src = torch.empty(n).uniform_(0.5, 1.5)
         got, ref = src.sum().item(), src.double().sum().item()
         if abs(got / ref - 1) > 1e-3:
             return MethodResult("torch.sum", "bandwidth", "fp32", None, False, f"sum off by {abs(got / ref - 1):.1e}")
         t = bench(lambda: src.sum(), HostClock(), warmup_s=warm, rep_s=rep)
-        sweep.append({"bytes_per_array": size, "value": n * 4 / t.median_s, "spread": _spread(t)})
-    top = max(sweep, key=lambda s: s["value"])
-    return MethodResult("torch.sum", "bandwidth", "fp32", top["value"], True,
-                        best_params={"bytes_per_array": top["bytes_per_array"]}, sweep=sweep)
+        sweep.append({"bytes_per_array": size, "value": n * 4 / t.median_s, "spread": _spread(t),
+                      "counts": size >= plateau})
+        del src
+    return _plateau_best("torch.sum", sweep, plateau)
 
 
 def matmul_flops(mode: str, dtype: str) -> MethodResult:
