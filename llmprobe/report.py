@@ -170,12 +170,12 @@ def explain_sections(explained: dict[str, Any]) -> list[tuple[str, list[str], li
                f"{s['extrapolated']['tps_ceiling_full']:,.1f}", pct(s["extrapolated"]["efficiency"])]]
              if s.get("extrapolated") else [])))
         if s["breakdown"]:
-            parts = sorted({k for ph in s["breakdown"].values() for k in ph if k != "measured_s"},
+            parts = sorted({k for ph in s["breakdown"].values() for k in ph},
                            key=lambda k: [g for _, ks, _ in _GROUPS for g in ks].index(k) if k in
                            [g for _, ks, _ in _GROUPS for g in ks] else 99)
             rows = [[k.removesuffix("_s").replace("_", " ")] + [seconds(s["breakdown"][ph].get(k, 0.0)) for ph in ("prefill", "decode")]
                     for k in parts if any(abs(s["breakdown"][ph].get(k, 0.0)) > 0 for ph in ("prefill", "decode"))]
-            rows.append(["= measured"] + [seconds(s["breakdown"][ph]["measured_s"]) for ph in ("prefill", "decode")])
+            rows.append(["= measured"] + [seconds(s["phase_time_s"][ph]) for ph in ("prefill", "decode")])
             secs.append((f"Where the time went per run — {tag}", ["part", "prefill", "decode"], rows))
         rows = [[ph, si(a["bytes_per_s"], "B/s"), pct(a["bandwidth_fraction"]), si(a["flops_per_s"], "FLOP/s"),
                  pct(a["flops_fraction"]), f"{a['intensity_flop_per_byte']:.3g}", a["timer"]]

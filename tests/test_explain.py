@@ -67,7 +67,8 @@ def test_golden_breakdown():
     assert dec["above_floor_s"] == pytest.approx(floors[1] + floors[2])
     assert dec["host_in_step_s"] == pytest.approx(0.001)
     assert dec["host_between_steps_s"] == pytest.approx(0.0002 * 2 + 0.0003)
-    assert pre["measured_s"] + dec["measured_s"] == pytest.approx(rec["scenarios"][0]["runs"][0]["wall_s"])
+    assert s["phase_time_s"]["prefill"] == pytest.approx(sum(pre.values()))
+    assert s["phase_time_s"]["prefill"] + s["phase_time_s"]["decode"] == pytest.approx(rec["scenarios"][0]["runs"][0]["wall_s"])
     assert s["explained"] and not [f for f in s["flags"] if f["kind"] == "faster_than_floor"]
     assert s["tps"]["efficiency"] == pytest.approx(s["tps"]["measured"] / s["tps"]["ceiling"])
     assert 0 < s["ttft"]["efficiency"] < 1 and 0 < s["tpot"]["efficiency"] < 1
@@ -125,7 +126,7 @@ def test_cpu_pipeline_explained(cpu_pipeline):
             assert 0 < s[key]["efficiency"] <= 1
         assert 0 < s["tps"]["efficiency"] <= 1
         wall = sum(r["wall_s"] for r in sc["runs"]) / len(sc["runs"])
-        total = s["breakdown"]["prefill"]["measured_s"] + s["breakdown"]["decode"]["measured_s"]
+        total = sum(sum(parts.values()) for parts in s["breakdown"].values())
         assert total == pytest.approx(wall, rel=1e-9)
         assert 0 < s["achieved"]["decode"]["bandwidth_fraction"] <= 1
     files = doc["report_files"]

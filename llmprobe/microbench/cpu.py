@@ -46,14 +46,8 @@ MATMUL_N = {"quick": [1024], "default": [1024, 2048], "full": [512, 1024, 1536, 
 _BUDGET = {"quick": (0.05, 0.2), "default": (0.1, 0.5), "full": (0.2, 1.0)}
 
 
-def _plateau_best(name: str, sweep: list[dict], plateau: int) -> MethodResult:
-    top = max((p for p in sweep if p["bytes_per_array"] >= plateau), key=lambda p: p["value"])
-    return MethodResult(name, "bandwidth", "fp32", top["value"], True, best_params={"bytes_per_array": top["bytes_per_array"]},
-                        sweep=sweep)
-
-
-def copy_bandwidth(mode: str) -> MethodResult:
-    """dst.copy_(src) on float32 arrays past the last-level cache: bytes = 2 * n * 4."""
+def _stream(name: str, mode: str, make) -> MethodResult:
+    """Time ``make(n)`` -> (call, validate, bytes per call) at each size; the ceiling counts only sizes past the LLC."""
     import torch
     warm, rep = _BUDGET[mode]
     sizes, plateau = stream_sizes(mode)
@@ -61,34 +55,35 @@ def copy_bandwidth(mode: str) -> MethodResult:
     for size in sizes:
         n = size // 4
         src = torch.empty(n).uniform_(0.5, 1.5)   # one pass, never zeros
+        call, error, nbytes = make(src)
+        if error():
+            return MethodResult(name, "bandwidth", "fp32", None, False, f"{error()} at {size} B")
+        t = bench(call, HostClock(), warmup_s=warm, rep_s=rep)
+        sweep.append({"bytes_per_array": size, "value": nbytes / t.median_s, "spread": _spread(t), "counts": size >= plateau})
+        del src, call
+    top = max((p for p in sweep if p["counts"]), key=lambda p: p["value"])
+    return MethodResult(name, "bandwidth", "fp32", top["value"], True, best_params={"bytes_per_array": top["bytes_per_array"]},
+                        sweep=sweep)
+
+
+def copy_bandwidth(mode: str) -> MethodResult:
+    """dst.copy_(src) on float32 arrays past the last-level cache: bytes = 2 * n * 4."""
+    import torch
+
+    def make(src):
         dst = torch.empty_like(src)
         dst.copy_(src)
-        if not torch.equal(dst, src):
-            return MethodResult("torch.copy_", "bandwidth", "fp32", None, False, "copy differs from its source")
-        t = bench(lambda: dst.copy_(src), HostClock(), warmup_s=warm, rep_s=rep)
-        sweep.append({"bytes_per_array": size, "value": 2 * n * 4 / t.median_s, "spread": _spread(t),
-                      "counts": size >= plateau})
-        del src, dst
-    return _plateau_best("torch.copy_", sweep, plateau)
+        return (lambda: dst.copy_(src)), (lambda: None if torch.equal(dst, src) else "copy differs from its source"), \
+            2 * src.numel() * 4
+    return _stream("torch.copy_", mode, make)
 
 
 def read_bandwidth(mode: str) -> MethodResult:
     """src.sum() over float32 arrays past the last-level cache: bytes = n * 4 (weights are read, not copied)."""
-    import torch
-    warm, rep = _BUDGET[mode]
-    sizes, plateau = stream_sizes(mode)
-    sweep = []
-    for size in sizes:
-        n = size // 4
-        src = torch.empty(n).uniform_(0.5, 1.5)
-        got, ref = src.sum().item(), src.double().sum().item()
-        if abs(got / ref - 1) > 1e-3:
-            return MethodResult("torch.sum", "bandwidth", "fp32", None, False, f"sum off by {abs(got / ref - 1):.1e}")
-        t = bench(lambda: src.sum(), HostClock(), warmup_s=warm, rep_s=rep)
-        sweep.append({"bytes_per_array": size, "value": n * 4 / t.median_s, "spread": _spread(t),
-                      "counts": size >= plateau})
-        del src
-    return _plateau_best("torch.sum", sweep, plateau)
+    def make(src):
+        off = abs(src.sum().item() / src.double().sum().item() - 1)
+        return (lambda: src.sum()), (lambda: f"sum off by {off:.1e}" if off > 1e-3 else None), src.numel() * 4
+    return _stream("torch.sum", mode, make)
 
 
 def matmul_flops(mode: str, dtype: str) -> MethodResult:
