@@ -87,7 +87,11 @@ class VllmEngine(Engine):
             self.llm = LLM(**kw)
         except Exception as e:  # engine start failures carry vLLM's own reason; keep it to one line
             self.close()
-            raise UserError(f"vLLM could not start the engine: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+            hint = ""
+            if self.device == "cpu" and opts.tp * opts.pp > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+                hint = " (vLLM's CPU build wants a NUMA node per rank: bind cores by hand, e.g. VLLM_CPU_OMP_THREADS_BIND='0|1')"
+            raise UserError(f"vLLM could not start the engine: {type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}{hint}") from e
         self.ranks = self._rpc("llmprobe_install", self.device == "cuda")
         self._n = 0
 
