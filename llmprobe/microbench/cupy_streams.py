@@ -42,5 +42,5 @@ def module(name: str, options: tuple[str, ...] = ()):
     try:
         import cupy
     except ImportError:
-        raise MissingDependency("CuPy", "cupy12' or 'llmprobe[cupy13") from None
+        raise MissingDependency("CuPy", "cupy12", "cupy13") from None
     return cupy.RawModule(code=source(name), options=("-std=c++17",) + options)
