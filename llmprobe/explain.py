@@ -84,7 +84,6 @@ def run_breakdown(run: dict[str, Any], cost: CostModel) -> dict[str, Any]:
         floor = cost.step(seqs)
         kind = "mixed" if st["mixed"] else ("prefill" if st["prefill_tokens"] else "decode")
         phase = phases["decode" if kind == "decode" else "prefill"]
-        host = st["host_ms"] / 1e3
         t = _step_time_s(st)
         phase["host_between_steps_s"] += st["t_start_s"] - prev_end
         prev_end = st["t_end_s"]
@@ -154,7 +153,7 @@ def explain_scenario(sc: dict[str, Any], record: dict[str, Any], inp: Inputs) ->
     # ---- layer-sampled runs ----
     spec = cost.model
     if spec.full_num_layers and spec.full_num_layers != spec.num_layers:
-        out["extrapolated"] = extrapolate(sc, cost, runs)
+        out["extrapolated"] = extrapolate(sc, cost)
     # ---- consistency checks ----
     beaten = [s for r in runs for s in r["beaten"]]
     if beaten:
@@ -192,7 +191,7 @@ def explain_scenario(sc: dict[str, Any], record: dict[str, Any], inp: Inputs) ->
     return out
 
 
-def extrapolate(sc: dict[str, Any], cost: CostModel, runs: list[dict[str, Any]]) -> dict[str, Any]:
+def extrapolate(sc: dict[str, Any], cost: CostModel) -> dict[str, Any]:
     """Full-model estimate from a layer-sampled run: per-layer time x layers + the fixed part.
 
     The fixed part is the time that does not scale with layers: everything between and around
@@ -204,7 +203,7 @@ def extrapolate(sc: dict[str, Any], cost: CostModel, runs: list[dict[str, Any]])
     full_cost = CostModel(from_hf_config({**spec.config, "num_hidden_layers": spec.full_num_layers}, spec.name),
                           cost.ceilings, dtype=cost.dtype, kv_dtype=cost.kv_dtype, tp=cost.tp)
     ests = []
-    for run, rb in zip(sc["runs"], runs):
+    for run in sc["runs"]:
         est_wall, first_token = 0.0, None
         prev_end = 0.0
         for st in run["steps"]:

@@ -154,7 +154,7 @@ def print_measurement(m, datasheet) -> None:
         ds = None
         if datasheet is not None:
             ds = datasheet.hbm_bytes_per_s if r.kind == "bandwidth" else datasheet.peak_flops.get(r.dtype)
-        rows.append([r.name, r.kind, r.dtype or "-", si(r.value, unit) if r.valid else f"[red]failed[/red]",
+        rows.append([r.name, r.kind, r.dtype or "-", si(r.value, unit) if r.valid else "[red]failed[/red]",
                      pct(r.value / top) if r.valid and top else "-", pct(r.value / ds) if r.valid and ds else "-",
                      str(r.best_params.get("bytes_per_array") or r.best_params.get("shape") or "")[:24]])
     where = "CPU (no CUDA GPU)" if m.device == "cpu" else fp.get("name")

@@ -161,7 +161,6 @@ class Suite:
                 return MethodResult("torch.matmul", "flops", dtype, None, False, f"relative error {err:.2e} at {m}x{n}x{k}")
             t = self.time(lambda: torch.matmul(a, b, out=c), rerandomize=lambda: c.normal_())
             pts.append({"shape": [m, n, k], "value": 2 * m * n * k / t.median_s, "best": 2 * m * n * k / t.best_s})
-            del a, b, c
         top = max(pts, key=lambda p: p["value"])
         return MethodResult("torch.matmul", "flops", dtype, top["value"], True, best_params={"shape": top["shape"]}, sweep=pts)
 
