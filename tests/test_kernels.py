@@ -69,3 +69,62 @@ def test_triton_kernels_under_interpreter():
     r = subprocess.run([sys.executable, "-c", TRITON_CHECK], capture_output=True, text=True, timeout=600,
                        env={**os.environ, "TRITON_INTERPRET": "1"})
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
+def _nvrtc():
+    import ctypes
+    import glob
+    import importlib.util
+    spec = importlib.util.find_spec("nvidia")
+    libs = sorted(p for d in (spec.submodule_search_locations if spec else []) for p in
+                  glob.glob(os.path.join(d, "**", "libnvrtc.so*"), recursive=True))
+    if not libs:
+        pytest.skip("NVRTC not installed (pip install nvidia-cuda-nvrtc)")
+    return ctypes, ctypes.CDLL(libs[0])
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("name", CU_FILES)
+def test_cuda_sources_compile_with_nvrtc(name, arch):
+    """CuPy's RawModule compiles with NVRTC, not nvcc: check that path too."""
+    ctypes, lib = _nvrtc()
+    src = (resources.files("llmprobe.kernels") / name).read_text().encode()
+    prog = ctypes.c_void_p()
+    assert lib.nvrtcCreateProgram(ctypes.byref(prog), src, name.encode(), 0, None, None) == 0
+    opts = [f"--gpu-architecture={arch}".encode(), b"-std=c++17"]   # the options cupy_streams.module passes
+    rc = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
+    size = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetProgramLog(prog, log)
+    lib.nvrtcDestroyProgram(ctypes.byref(prog))
+    assert rc == 0, log.value.decode()
+
+
+SHARED_MEMORY_PER_BLOCK = {80: 163 * 1024, 90: 227 * 1024}   # opt-in maximum, A100 and H100 (CUDA guide)
+
+
+@pytest.mark.parametrize("arch", [80, 90])
+def test_triton_kernels_compile_for_cuda_targets(arch):
+    """Triton's bundled ptxas builds every kernel for the GPUs it will meet, no GPU needed."""
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from llmprobe.kernels import triton_matmul as tm
+    from llmprobe.kernels import triton_stream as ts
+    from llmprobe.microbench.gpu import TRITON_DOT_CONFIGS
+    target = GPUTarget("cuda", arch, 32)
+    ptr = {"a_ptr": "*fp32", "b_ptr": "*fp32", "c_ptr": "*fp32", "partial_ptr": "*fp32"}
+    for fn in (ts.read_kernel, ts.write_kernel, ts.copy_kernel, ts.triad_kernel):
+        args = fn.arg_names
+        sig = {a: ptr.get(a, "fp32" if a in ("s", "value") else "i32") for a in args}
+        sig["BLOCK"] = "constexpr"
+        triton.compile(ASTSource(fn=fn, signature=sig, constexprs={"BLOCK": 4096}), target=target)
+    sig = {a: "*bf16" if a.endswith("_ptr") else "i32" for a in tm.matmul_kernel.arg_names}
+    for cfg in TRITON_DOT_CONFIGS:
+        consts = {k: v for k, v in cfg.items() if k.isupper()}
+        sig.update(dict.fromkeys(consts, "constexpr"))
+        k = triton.compile(ASTSource(fn=tm.matmul_kernel, signature=sig, constexprs=consts), target=target,
+                           options={"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]})
+        assert 0 < k.metadata.shared <= SHARED_MEMORY_PER_BLOCK[arch], (cfg, k.metadata.shared)

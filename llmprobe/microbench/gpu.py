@@ -26,6 +26,11 @@ MATMUL_SHAPES = {
     "default": [(4096, 4096, 4096), (8192, 8192, 8192), (8192, 8192, 4096), (6144, 6144, 6144)],
     "full": [(n, n, n) for n in range(2048, 16385, 1024)] + [(8192, 8192, k) for k in (2048, 4096, 12288, 16384)],
 }
+TRITON_DOT_CONFIGS = (  # tile shapes tried for triton.dot; the best is kept (all fit sm_80 and sm_90 shared memory)
+    {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3},
+    {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4},
+    {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3},
+)
 BUDGET = {"quick": (0.05, 0.15, 0.5), "default": (0.1, 0.3, 2.0), "full": (0.2, 0.5, 5.0)}  # warm-up, rep, card warm-up s
 
 
@@ -190,9 +195,7 @@ class Suite:
         a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         b = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
         pts = []
-        for cfg in ({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3},
-                    {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4},
-                    {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3}):
+        for cfg in TRITON_DOT_CONFIGS:
             try:
                 c = matmul(a, b, **cfg)
             except Exception as e:  # a tile config that does not fit this card's shared memory
