@@ -176,6 +176,9 @@ def explain_scenario(sc: dict[str, Any], record: dict[str, Any], inp: Inputs) ->
                       f"{cc['max_rel_diff']:.1%} on {cc['above_tolerance']} request(s)"})
     for prob in sc.get("problems") or []:
         flags.append({"kind": "incomplete", "message": prob})
+    if record.get("status") not in (None, "complete"):
+        flags.append({"kind": "record_incomplete", "message": f"the run record is {record['status']}"
+                      + (f" ({record['error']})" if record.get("error") else "") + ": later scenarios are missing"})
     if inp.source == "datasheet":
         flags.append({"kind": "datasheet_ceilings", "message": "no ceilings measured on this card: efficiencies are "
                       "against the datasheet (run `llmprobe roofline` on it for measured ones)"})

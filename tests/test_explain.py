@@ -75,6 +75,13 @@ def test_golden_breakdown():
     assert s["achieved"]["decode"]["bandwidth_fraction"] == pytest.approx(0.5, rel=1e-6)   # 2 x floor: half the roof
 
 
+def test_incomplete_record_is_flagged():
+    rec = hand_record()
+    rec.update(status="interrupted")
+    flags = explain_record(rec)["scenarios"][0]["flags"]
+    assert any(f["kind"] == "record_incomplete" and "interrupted" in f["message"] for f in flags)
+
+
 def test_faster_than_floor_is_flagged_not_explained():
     ex = explain_record(hand_record(scale=0.25))            # every step at half its floor
     s = ex["scenarios"][0]
