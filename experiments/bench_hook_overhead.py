@@ -51,17 +51,23 @@ def main() -> None:
     try:
         eng.run(prompts, args.gen_len)  # warm-up
         tps = {True: [], False: []}
+        ratios = []  # hooked / unhooked of each adjacent pair: robust to slow drift of the machine
         for i in range(args.pairs):
-            for hooked in ((True, False) if i % 2 == 0 else (False, True)):  # alternate the order: no drift bias
+            pair = {}
+            for hooked in ((True, False) if i % 2 == 0 else (False, True)):  # alternate the order: no order bias
                 eng.set_hooks(hooked)
                 r = eng.run(prompts, args.gen_len)
-                tps[hooked].append(args.batch * args.gen_len / r["wall_s"])
+                pair[hooked] = args.batch * args.gen_len / r["wall_s"]
+                tps[hooked].append(pair[hooked])
+            ratios.append(pair[True] / pair[False])
         on, off = statistics.median(tps[True]), statistics.median(tps[False])
+        q1, med, q3 = statistics.quantiles(ratios, n=4)
         print(f"{args.model} on {eng.device}, batch {args.batch}, prompt {args.prompt_len}, gen {args.gen_len}, "
               f"{args.pairs} pairs")
         print(f"TPS with hooks    median {on:9.1f}  (min {min(tps[True]):.1f}, max {max(tps[True]):.1f})")
         print(f"TPS without hooks median {off:9.1f}  (min {min(tps[False]):.1f}, max {max(tps[False]):.1f})")
-        print(f"A/B overhead: {100 * (off - on) / off:+.2f}% of TPS (negative: hooked runs were faster, i.e. noise)")
+        print(f"paired overhead: median {100 * (1 - med):+.2f}% of TPS, quartiles {100 * (1 - q3):+.2f}% .. "
+              f"{100 * (1 - q1):+.2f}% (negative: hooked runs were faster)")
         step_s = 1 / off * args.batch  # seconds per decode step without hooks, roughly
         print(f"hook work per step: {cost * 1e6:.2f} µs = {100 * cost / step_s:.3f}% of a {step_s * 1e3:.2f} ms step")
     finally:
