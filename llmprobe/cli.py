@@ -25,6 +25,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except UserError as e:
             raise _Failure(str(e)) from None
+        except OSError as e:  # a path the user gave that cannot be read or written
+            where = f"{e.filename}: " if e.filename else ""
+            raise _Failure(f"{where}{e.strerror or e}") from None
         except click.UsageError as e:  # click's own four-line usage block, as one line
             name = e.ctx.command_path if e.ctx else "llmprobe"
             raise _Failure(f"{name}: {e.format_message()}") from None

@@ -56,6 +56,8 @@ def ceilings_for(record: dict[str, Any], gpu: str | None = None, ceilings_file: 
 
 def inputs_for(record: dict[str, Any], gpu: str | None = None, ceilings_file: dict | None = None) -> Inputs:
     cfg = record["config"]
+    if "model_config" not in record:
+        raise UserError(f"the run record of {cfg['model']} carries no model_config: it cannot be explained")
     spec = from_hf_config(record["model_config"], name=cfg["model"], source=cfg.get("model_source", ""))
     if cfg.get("full_layers") and cfg["full_layers"] != spec.num_layers:
         full = from_hf_config({**record["model_config"], "num_hidden_layers": cfg["full_layers"]}, name=cfg["model"])

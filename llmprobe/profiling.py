@@ -18,7 +18,7 @@ from typing import Any
 from .engines import EngineOptions, check_options, create_engine, engine_device
 from .errors import UserError
 from .models import ModelSpec, resolve_model
-from .records import PROFILE_METHODOLOGY, SCHEMA_VERSION, atomic_write_json, cpu_description, provenance
+from .records import METRICS, PROFILE_METHODOLOGY, SCHEMA_VERSION, atomic_write_json, cpu_description, provenance
 from .timing import summarize
 
 CROSS_CHECK_TOLERANCE = 0.05
@@ -121,7 +121,7 @@ def summarize_scenario(sc: Scenario, warmups: list[dict], runs: list[dict], tele
         short = [q["id"] for q in r["requests"] if q["output_tokens"] != sc.gen_len]
         if short:
             problems.append(f"run {i}: {len(short)} request(s) did not produce {sc.gen_len} tokens")
-    summary = {k: summarize([m[k] for m in per_run]) for k in ("ttft_s", "tpot_s", "total_latency_s", "tps")}
+    summary = {k: summarize([m[k] for m in per_run]) for k in METRICS}
     phases = {}
     for ph in ("prefill", "decode", "mixed"):
         phases[ph] = {k: summarize([r["phases"][ph][k] for r in runs if r["phases"][ph][k] is not None])

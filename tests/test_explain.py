@@ -98,6 +98,15 @@ def test_cli_explain_bad_inputs(tmp_path):
     r = subprocess.run([sys.executable, "-m", "llmprobe", "explain", str(tmp_path / "none.json")], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2 and "no such" in r.stderr
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({"schema_version": 1, "scenarios": [
+        {"batch": 1, "prompt_len": 1, "gen_len": 1, "runs": [], "summary": {}}]}))
+    for cmd in ("explain", "compare"):
+        r = subprocess.run([sys.executable, "-m", "llmprobe", cmd, str(partial)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and "has no config" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "llmprobe", "roofline", "--gpu", "h100", "--model", "mixtral", "--plot",
+                        str(tmp_path / "missing" / "dir" / "x.png")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "No such file or directory" in r.stderr and "Traceback" not in r.stderr
 
 
 # ---- the real pipeline on CPU: ceilings measured, vLLM profiled, explained ------------------------

@@ -134,7 +134,8 @@ def _record(path: Path, provider: str, tps1: float, tps8: float, tp: int = 1) ->
     stat = lambda v: {"n": 1, "mean": v, "median": v, "min": v, "max": v, "stdev": 0.0}  # noqa: E731
     rec = {"schema_version": 1, "config": {"model": "mixtral-8x7b", "provider": provider, "tp": tp},
            "provenance": {"device": {"kind": "cuda", "name": "NVIDIA H100 80GB HBM3", "memory_bytes": 85520809984}},
-           "scenarios": [{"batch": b, "prompt_len": 256, "gen_len": 256, "runs": [], "summary": {"tps": stat(t)}}
+           "scenarios": [{"batch": b, "prompt_len": 256, "gen_len": 256, "runs": [],
+                          "summary": {"tps": stat(t), "ttft_s": stat(0.1), "tpot_s": stat(1 / t), "total_latency_s": stat(9.0)}}
                          for b, t in ((1, tps1), (8, tps8))]}
     path.write_text(json.dumps(rec))
     return str(path)
