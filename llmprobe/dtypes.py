@@ -46,3 +46,15 @@ def compute_dtype(weight_dtype: str, activation_dtype: str, peak_flops: dict[str
     if weight_dtype in ("fp8", "int8") and peak_flops.get(weight_dtype):
         return weight_dtype
     return activation_dtype
+
+
+# vLLM quantization methods -> the weight format the cost model should assume.
+_QUANTIZATION = {"fp8": "fp8", "fbgemm_fp8": "fp8", "modelopt": "fp8", "ptpc_fp8": "fp8",
+                 "awq": "int4", "awq_marlin": "int4", "gptq": "int4", "gptq_marlin": "int4", "marlin": "int4",
+                 "experts_int8": "int8", "bitsandbytes": None}
+
+
+def quantized_weight_dtype(method: str | None) -> str | None:
+    """Weight format of a vLLM quantization method; None when there is none or it cannot be told
+    (bitsandbytes is 4- or 8-bit by its own config; unknown methods are left to the caller)."""
+    return _QUANTIZATION.get(method.lower()) if method else None

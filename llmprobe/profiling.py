@@ -9,6 +9,7 @@ The record is rewritten atomically after every scenario, so an interrupted sweep
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .engines import EngineOptions, check_options, create_engine, engine_device
+from .dtypes import quantized_weight_dtype
 from .errors import UserError
 from .models import ModelSpec, resolve_model
 from .records import METRICS, PROFILE_METHODOLOGY, SCHEMA_VERSION, atomic_write_json, cpu_description, provenance
@@ -198,7 +200,7 @@ def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1)
     eo = EngineOptions(model=spec, model_path=model_path, **opts)
     check_options(backend, eo)
     say = progress or (lambda msg: None)
-    weight_dtype = eo.quantization if eo.quantization in ("fp8", "int8") else ("fp16" if eo.dtype in ("fp16", "float16", "half") else "bf16")
+    weight_dtype = quantized_weight_dtype(eo.quantization) or ("fp16" if eo.dtype in ("fp16", "float16", "half") else "bf16")
     kv_dtype = "fp8" if eo.kv_cache_dtype.startswith("fp8") else None
     max_len = max(s.prompt_len + s.gen_len for s in scenarios)
     if eo.max_model_len is None:
@@ -237,7 +239,7 @@ def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1)
                 warm.append(engine.run(_prompts(rng, sc.batch, sc.prompt_len, spec.vocab_size), sc.gen_len))
             measured = []
             sampler = _sampler(engine.device)
-            with sampler if sampler is not None else _Null():
+            with sampler if sampler is not None else contextlib.nullcontext():
                 for i in range(runs):
                     say(f"{tag}: run {i + 1}/{runs}")
                     measured.append(engine.run(_prompts(rng, sc.batch, sc.prompt_len, spec.vocab_size), sc.gen_len))
@@ -263,14 +265,6 @@ def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1)
         if out and record:
             atomic_write_json(out, record)
     return record
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _sampler(device: str):
