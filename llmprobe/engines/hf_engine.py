@@ -58,7 +58,8 @@ class HfEngine(Engine):
         if opts.weights == "real":
             if not opts.model_path:
                 raise UserError("--weights real needs --model to be a local checkpoint folder")
-            model = transformers.AutoModelForCausalLM.from_pretrained(opts.model_path, dtype=dtype)
+            cut = {"num_hidden_layers": opts.model.num_layers} if opts.model.layers_note else {}
+            model = transformers.AutoModelForCausalLM.from_pretrained(opts.model_path, dtype=dtype, **cut)
         else:
             config = transformers.AutoConfig.for_model(**opts.model.config)
             with torch.device(self.device):
@@ -67,7 +68,6 @@ class HfEngine(Engine):
         self.dtype = str(dtype).replace("torch.", "")
         self._steps: list[dict[str, Any]] = []
         self._cached = 0
-        self._t0 = 0.0
         self._hooks = [self.model.register_forward_pre_hook(self._pre, with_kwargs=True),
                        self.model.register_forward_hook(self._post, with_kwargs=True)]
 
