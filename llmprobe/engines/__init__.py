@@ -28,6 +28,10 @@ def check_options(backend: str, opts: EngineOptions) -> None:
             raise UserError("--backend hf runs on one device; use --backend vllm for tensor/pipeline parallel")
         if opts.quantization:
             raise UserError("--quantization needs --backend vllm")
+    if backend == "vllm" and opts.weights == "real" and opts.model.layers_note:
+        # vLLM 0.32's loader raises on the checkpoint's weights for the layers that were cut
+        raise UserError("--weights real with --layers needs --backend hf: vLLM refuses a checkpoint's weights for "
+                        "layers the model does not have")
     if opts.tp <= 0 or opts.pp <= 0:
         raise UserError("--tp and --pp must be positive")
 

@@ -76,8 +76,6 @@ class VllmEngine(Engine):
         )
         if opts.quantization:
             kw["quantization"] = opts.quantization
-        if opts.weights == "real" and opts.model.layers_note:  # the checkpoint's own config has every layer
-            kw["hf_overrides"] = {"num_hidden_layers": opts.model.num_layers}
         if self.device == "cpu":
             # Automatic KV sizing takes ~92% of RAM and a slow warm-up; a fixed budget is enough here.
             kw["kv_cache_memory_bytes"] = opts.extra.get("kv_cache_memory_bytes", 1 << 30)
