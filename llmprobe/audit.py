@@ -114,26 +114,19 @@ def _eight_bit(ceilings) -> str:
     return "fp8" if "fp8" in ceilings.peak_flops else "int8"
 
 
+def _bounds(model, ceil, dtype: str, c: Claim) -> dict[str, Any]:
+    s = CostModel(model, ceil, dtype=dtype, tp=c.tp).scenario(c.batch, c.prompt_len, c.gen_len, advise=False)
+    return {"fits": s.fits_in_memory, "memory_required_bytes": s.memory_required_bytes, "tps_ceiling": s.tps_ceiling,
+            "share_of_ceiling": c.tps / s.tps_ceiling, "tps_ceiling_optimistic": s.tps_ceiling_optimistic,
+            "share_of_optimistic": c.tps / s.tps_ceiling_optimistic}
+
+
 def judge(c: Claim) -> dict[str, Any]:
     model, gpu = resolve_model(c.model), resolve_gpu(c.gpu)
     ceil = gpu.ceilings()
     precisions = ["bf16", _eight_bit(ceil), "int4"]
-    per: dict[str, dict[str, Any]] = {}
-    for d in precisions:
-        cm = CostModel(model, ceil, dtype=d, tp=c.tp)
-        s = cm.scenario(c.batch, c.prompt_len, c.gen_len, advise=False)
-        per[d] = {"fits": s.fits_in_memory, "memory_required_bytes": s.memory_required_bytes,
-                  "tps_ceiling": s.tps_ceiling, "share_of_ceiling": c.tps / s.tps_ceiling,
-                  "tps_ceiling_optimistic": s.tps_ceiling_optimistic,
-                  "share_of_optimistic": c.tps / s.tps_ceiling_optimistic}
     allowed = [c.dtype] if c.dtype else precisions
-    if c.dtype and c.dtype not in per:
-        cm = CostModel(model, ceil, dtype=c.dtype, tp=c.tp)
-        s = cm.scenario(c.batch, c.prompt_len, c.gen_len, advise=False)
-        per[c.dtype] = {"fits": s.fits_in_memory, "memory_required_bytes": s.memory_required_bytes,
-                        "tps_ceiling": s.tps_ceiling, "share_of_ceiling": c.tps / s.tps_ceiling,
-                        "tps_ceiling_optimistic": s.tps_ceiling_optimistic,
-                        "share_of_optimistic": c.tps / s.tps_ceiling_optimistic}
+    per = {d: _bounds(model, ceil, d, c) for d in dict.fromkeys(precisions + allowed)}
 
     def ok(d: str, key: str) -> bool:
         return per[d]["fits"] and per[d][key] <= ACHIEVABLE_SHARE

@@ -140,7 +140,7 @@ def roofline(gpu, model_name, batch, prompt_len, gen_len, dtype, kv_dtype, tp, g
 @click.option("--layers", type=int, help="Run only the first N layers (a model too big for the card).")
 @click.option("--weights", type=click.Choice(["dummy", "real"]), default="dummy", show_default=True,
               help="dummy: random weights from config.json, nothing downloaded; real: a local checkpoint's.")
-@click.option("--dtype", default="bf16", show_default=True, help="Activation/weight dtype: bf16, fp16, fp32.")
+@click.option("--dtype", default="bf16", show_default=True, help="Activation/weight dtype: bf16 or fp16.")
 @click.option("--quantization", default=None, help="vLLM quantization method, e.g. fp8.")
 @click.option("--kv-cache-dtype", default="auto", show_default=True)
 @click.option("--max-model-len", type=int, default=None, help="Default: the longest prompt + generation.")

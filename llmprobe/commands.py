@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from . import render
+from .dtypes import torch_name
 from .errors import UserError
 from .hardware import Ceilings, resolve_gpu
 from .models import ModelSpec, resolve_model
@@ -98,23 +99,17 @@ def stdout_to_stderr():
         os.close(saved)
 
 
-_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16",
-           "fp32": "float32", "float32": "float32", "auto": "bfloat16"}
-
-
 def profile(*, model_name: str, backend: str, batches, prompt_lens, gen_lens, runs: int, warmup: int,
             layers: int | None, weights: str, dtype: str, quantization: str | None, kv_cache_dtype: str,
             max_model_len: int | None, gpu_memory_utilization: float, enforce_eager: bool, tp: int, pp: int,
             distributed_executor_backend: str | None, device: str, seed: int, provider: str | None,
             out: str | None, as_json: bool) -> None:
     from .profiling import profile as run_profile, scenarios_from
-    if dtype.lower() not in _DTYPES:
-        raise UserError(f"unknown --dtype {dtype!r}; choose bf16, fp16 or fp32")
     if weights == "real" and not os.path.isdir(model_name):
         raise UserError("--weights real needs --model to be a local checkpoint folder")
     resolve_model(model_name)  # fail fast on a bad name, before any engine import
     extra = {"distributed_executor_backend": distributed_executor_backend} if distributed_executor_backend else {}
-    engine_options = dict(weights=weights, dtype=_DTYPES[dtype.lower()], quantization=quantization,
+    engine_options = dict(weights=weights, dtype=torch_name(dtype), quantization=quantization,
                           kv_cache_dtype=kv_cache_dtype, tp=tp, pp=pp, max_model_len=max_model_len,
                           gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager, device=device,
                           seed=seed, extra=extra)
@@ -187,7 +182,7 @@ def compare(*, paths: list[str], prices_file: str | None, provider: str | None, 
             efficiency: float | None, csv_out: str | None, md_out: str | None, plot: str | None, as_json: bool) -> None:
     from . import compare as cmp
     from .pricing import load_prices
-    from .records import load_run_record
+    from .records import atomic_write_text, load_run_record
     if tokens is not None and tokens <= 0:
         raise UserError("--tokens must be positive")
     price_list = load_prices(prices_file)
@@ -214,24 +209,14 @@ def compare(*, paths: list[str], prices_file: str | None, provider: str | None, 
         w = csv.DictWriter(buf, fieldnames=cmp.CSV_FIELDS, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-        _write_text(csv_out, buf.getvalue())
+        atomic_write_text(csv_out, buf.getvalue())
     if md_out:
-        _write_text(md_out, render.compare_markdown(rows, best, tokens))
+        atomic_write_text(md_out, render.compare_markdown(rows, best, tokens))
     if plot:
         cmp.cost_chart(plot, rows)
     if as_json:
         return render.emit_json({"rows": rows, "cheapest": best, "tokens": tokens})
     render.print_compare(rows, best, tokens)
-
-
-def _write_text(path: str, text: str) -> None:
-    import tempfile
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".llmprobe-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def audit(*, path: str, as_json: bool) -> None:

@@ -32,6 +32,14 @@ def normalize(dtype: str, allowed: tuple[str, ...] = WEIGHT_DTYPES, what: str = 
     return d
 
 
+TORCH_NAMES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def torch_name(dtype: str) -> str:
+    """The torch/vLLM name of an activation format given in any alias ("bf16", "half", "auto", ...)."""
+    return TORCH_NAMES[normalize(dtype, ACTIVATION_DTYPES, "--dtype")]
+
+
 def nbytes(dtype: str) -> float:
     return BYTES_PER_ELEMENT[dtype]
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .dtypes import nbytes
 from .errors import UserError
 from .hardware import Ceilings, match_device_name, resolve_gpu
 from .models import from_hf_config
@@ -236,7 +237,8 @@ def _fixed_share(cost: CostModel, floor, rows: int) -> float:
     if floor.floor_s <= 0:
         return 0.0
     if floor.bound == "memory":
-        return min(1.0, (cost.lm_head_bytes + cost.model.hidden_size * 2) / floor.bytes)
+        final_norm = cost.model.hidden_size * nbytes(cost.activation_dtype)
+        return min(1.0, (cost.lm_head_bytes + final_norm) / floor.bytes)
     return min(1.0, cost.lm_head_flops_per_row * rows / floor.flops) if floor.flops else 0.0
 
 

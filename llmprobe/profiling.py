@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .engines import EngineOptions, check_options, create_engine, engine_device
-from .dtypes import quantized_weight_dtype
+from .dtypes import ACTIVATION_DTYPES, normalize, quantized_weight_dtype
 from .errors import UserError
 from .models import ModelSpec, resolve_model
 from .records import METRICS, PROFILE_METHODOLOGY, SCHEMA_VERSION, atomic_write_json, cpu_description, provenance
@@ -200,7 +200,7 @@ def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1)
     eo = EngineOptions(model=spec, model_path=model_path, **opts)
     check_options(backend, eo)
     say = progress or (lambda msg: None)
-    weight_dtype = quantized_weight_dtype(eo.quantization) or ("fp16" if eo.dtype in ("fp16", "float16", "half") else "bf16")
+    weight_dtype = quantized_weight_dtype(eo.quantization) or normalize(eo.dtype, ACTIVATION_DTYPES, "--dtype")
     kv_dtype = "fp8" if eo.kv_cache_dtype.startswith("fp8") else None
     max_len = max(s.prompt_len + s.gen_len for s in scenarios)
     if eo.max_model_len is None:

@@ -64,14 +64,17 @@ def cpu_description() -> dict[str, Any]:
 
 
 def atomic_write_json(path: str | os.PathLike, doc: Any) -> None:
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write-then-rename in the same folder: a reader never sees half a file, a crash keeps the old one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)

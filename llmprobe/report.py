@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import MissingDependency
+from .errors import MissingDependency, UserError
 from .hardware import Ceilings
 
 
@@ -23,7 +23,10 @@ def _plt():
 
 
 def _roof(ax, c: Ceilings, dtype: str, style: str, label: str) -> None:
-    peak = c.flops(dtype) if (dtype in c.peak_flops or {"bf16": "fp16", "fp16": "bf16"}.get(dtype) in c.peak_flops) else None
+    try:
+        peak = c.flops(dtype)
+    except UserError:  # no ceiling of this format: no roof to draw
+        return
     if not peak or not c.hbm_bytes_per_s:
         return
     knee = peak / c.hbm_bytes_per_s

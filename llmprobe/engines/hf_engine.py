@@ -11,11 +11,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..dtypes import torch_name
 from ..errors import MissingDependency, UserError
 from .base import Engine, EngineOptions, classify, request_timing
 
-_TORCH_DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
-                 "half": "float16", "float32": "float32", "fp32": "float32", "auto": "bfloat16"}
 
 
 class _Stamps:
@@ -53,7 +52,7 @@ class HfEngine(Engine):
         if want == "cuda" and not torch.cuda.is_available():
             raise UserError("--device cuda: torch sees no CUDA device")
         self.device = want
-        dtype = getattr(torch, _TORCH_DTYPES.get(opts.dtype, opts.dtype))
+        dtype = getattr(torch, torch_name(opts.dtype))
         torch.manual_seed(opts.seed)
         if opts.weights == "real":
             if not opts.model_path:
