@@ -1,6 +1,10 @@
-"""The short summary table that closes experiments/gpu_acceptance.sh.
+"""The summary table of experiments/gpu_acceptance.sh, from whatever its steps have written so far.
 
-    python experiments/acceptance_summary.py OUTDIR
+    python3 experiments/acceptance_summary.py OUTDIR
+
+Steps, their exit codes and seconds (OUTDIR/steps.tsv); the ceilings against their targets; each
+profiled scenario against its floors. A missing or broken output is named, never fatal: the
+script runs after every step, so a failed step still leaves the earlier ones summarized.
 """
 
 import json
@@ -9,36 +13,79 @@ from pathlib import Path
 
 from llmprobe.microbench import Measurement
 from llmprobe.microbench.targets import judge
+from llmprobe.render import throttle_text
 
 
-def main() -> None:
-    out = Path(sys.argv[1])
-    roof = json.loads((out / "roofline.json").read_text())
+def _load(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        print(f"({path.name}: {type(e).__name__})")
+        return None
+
+
+def steps(out: Path) -> None:
+    f = out / "steps.tsv"
+    if not f.is_file():
+        return
+    print(f"{'step':52} {'exit':>4} {'s':>5}")
+    for line in f.read_text().splitlines():
+        name, rc, secs = line.split("\t")
+        print(f"{name:52} {rc:>4} {secs:>5}" + ("  TIMED OUT" if rc == "124" else ""))
+
+
+def ceilings(out: Path) -> None:
+    roof = _load(out / "roofline.json") if (out / "roofline.json").is_file() else None
+    if not roof or "measured" not in roof:
+        return
     m = Measurement.from_dict(roof["measured"])
     fp = m.fingerprint
-    print(f"\n== {fp.get('name')} ({m.device}) driver {fp.get('driver_version', '-')} ==")
+    print(f"\n== {fp.get('name')} ({m.device}) driver {fp.get('driver_version', '-')} "
+          f"CUDA {fp.get('cuda_driver_version', '-')}; measured in {m.duration_s or 0:.0f} s ==")
     if m.device != "cuda":
         print("no CUDA GPU: CPU fallback; nothing below is a GPU figure")
-    print(f"bandwidth {m.bandwidth_bytes_per_s / 1e9:,.0f} GB/s; "
+    print(f"bandwidth {(m.bandwidth_bytes_per_s or 0) / 1e9:,.0f} GB/s; "
           + ", ".join(f"{d} {v / 1e12:,.1f} TFLOP/s" for d, v in sorted(m.flops.items())))
-    thr = (m.telemetry or {}).get("throttle_fraction")
-    print(f"throttle reasons seen: {thr or 'none' if m.telemetry else 'no telemetry'}")
+    print(f"throttle reasons seen: {throttle_text((m.telemetry or {}).get('throttle_fraction')) if m.telemetry else 'no telemetry'}")
+    for r in m.methods:
+        unit, scale = ("GB/s", 1e9) if r.kind == "bandwidth" else ("TFLOP/s", 1e12)
+        val = f"{r.value / scale:9.1f} {unit}" if r.valid else "   failed"
+        extra = r.error or r.note or ""
+        print(f"  {r.name:22} {r.dtype or '-':5} {val}  {json.dumps(r.best_params) if r.valid else ''} {extra}")
     for t in judge(m):
         verdict = {True: "PASS", False: "MISS", None: "n/a"}[t["pass"]]
         ratio = f"{t['ratio']:.3f}" if t["ratio"] is not None else "-"
         print(f"  {t['target']:46} {ratio:>7}  {verdict}")
-    ex = json.loads((out / "explain.json").read_text())
+
+
+def profiles(out: Path) -> None:
+    ex = _load(out / "explain.json") if (out / "explain.json").is_file() else None
+    if not ex:
+        for p in sorted(out.glob("profile-*.json")):
+            rec = _load(p)
+            if rec:
+                print(f"{p.name}: {rec.get('status')}, {len(rec.get('scenarios', []))} scenario(s); not yet explained")
+        return
     print(f"\n{'model':34} {'batch':>5} {'TPS':>9} {'ceiling':>9} {'eff':>6} {'TPOT ms':>8} {'floor ms':>8}  flags")
     for s in ex["scenarios"]:
         rec = next(r for r in ex["records"] if r["path"] == s["record"])
         name = rec["model"] + (f" [{rec['layers_note']}]" if rec.get("layers_note") else "")
         flags = ",".join(sorted({f["kind"] for f in s["flags"]})) or "-"
+        eff = s["tps"]["efficiency"]
         print(f"{name:34} {s['batch']:5} {s['tps']['measured']:9.1f} {s['tps']['ceiling']:9.1f} "
-              f"{s['tps']['efficiency']:6.1%} {s['tpot']['measured_s'] * 1e3:8.2f} {s['tpot']['floor_s'] * 1e3:8.2f}  {flags}")
+              f"{(f'{eff:6.1%}' if eff is not None else '   n/a')} {s['tpot']['measured_s'] * 1e3:8.2f} "
+              f"{s['tpot']['floor_s'] * 1e3:8.2f}  {flags}")
         if s.get("extrapolated"):
             e = s["extrapolated"]
             print(f"{'  -> ' + e['label']:34} {'':5} {e['tps']:9.1f} {e['tps_ceiling_full']:9.1f} {e['efficiency']:6.1%}")
     print(f"\nreport: {out / 'report' / 'report.html'}")
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    steps(out)
+    ceilings(out)
+    profiles(out)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ def build_page(claims_csv: Path) -> str:
            "SXM parts, the faster variant, so a claim too fast for them is too fast for the PCIe parts too. It names no "
            "precision and no tensor parallelism: every claim is judged on one GPU with any precision the card supports. "
            f"'Plausible' means at most {ACHIEVABLE_SHARE:.1%} of the analytic TPS ceiling: the share of datasheet "
-           "bandwidth a pure streaming kernel reaches (BabelStream triad on an H100 SXM, 2.97 of 3.35 TB/s). "
+           "bandwidth a pure read-streaming kernel reaches (llmprobe's Triton read kernel on an H100 SXM, 3.140 of "
+           "3.35 TB/s, measured 2026-11-27: [measurements](measurements/h100-sxm-2026-11-27/README.md)). "
            "The model behind the ceilings: [model.md](model.md).", ""]
     for model in MODEL_TITLE:
         for gpu in GPU_TITLE:

@@ -4,6 +4,9 @@
 // flight before it stores anything, and the grid strides over the array, so the card has
 // enough bytes in flight to cover HBM latency (Little's law) with a grid of a few waves.
 // Loads use the streaming cache hint (__ldcs): data is touched once, do not keep it in L2.
+// The grid is one full wave, sized by the launcher from the compiled kernel's registers: triad_v4
+// takes 40 (sm_90) to 48 (sm_80), so 6 or 5 blocks of 256 fit an SM, not 8. Capping it at 32 with
+// __launch_bounds__(256, 8) spills (76 B per thread), which costs more than the lost occupancy.
 //
 // Traffic declarations, per float4 element, read by the launcher (llmprobe/microbench/cupy_streams.py):
 //   llmprobe: kernel=read_v4  reads=1 writes=0 flops=4

@@ -4,12 +4,41 @@ The analytic core (models, hardware, roofline) imports nothing heavier than the 
 measurement, engines and plots import torch, triton, cupy, pynvml, vllm or matplotlib only when used.
 """
 
+import importlib.util as _ilu
+import sys as _sys
+from pathlib import Path as _Path
+
 from .errors import UserError
 from .hardware import Ceilings, GpuSpec, gpu_catalog, resolve_gpu
 from .models import ModelSpec, catalog_names, expected_experts_touched, from_hf_config, resolve_model
 from .roofline import CostModel, Grid, ScenarioBound, StepCost, sweep, to_table
 
 __version__ = "0.1.0"
+
+
+def _bind_kernels() -> None:
+    """Make ``llmprobe.kernels`` importable from a plain source tree, not only from an install.
+
+    Installed (wheel or editable), pyproject's package-dir maps the top-level ``kernels/`` folder to
+    ``llmprobe.kernels``. Run from a repository root without an install (as the GPU machine does),
+    ``llmprobe`` is found through the working directory and that mapping does not exist: bind the
+    sibling folder under the same name so launchers find the sources the same way everywhere.
+    """
+    if "llmprobe.kernels" in _sys.modules or _ilu.find_spec(__name__ + ".kernels") is not None:
+        return
+    folder = _Path(__file__).resolve().parent.parent / "kernels"
+    if not (folder / "__init__.py").is_file():
+        return
+    spec = _ilu.spec_from_file_location(__name__ + ".kernels", folder / "__init__.py",
+                                        submodule_search_locations=[str(folder)])
+    module = _ilu.module_from_spec(spec)
+    _sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    globals()["kernels"] = module
+
+
+_bind_kernels()
+
 __all__ = ["Ceilings", "CostModel", "GpuSpec", "Grid", "ModelSpec", "ScenarioBound", "StepCost", "UserError",
            "catalog_names", "expected_experts_touched", "from_hf_config", "gpu_catalog", "resolve_gpu",
            "resolve_model", "sweep", "to_table"]

@@ -10,9 +10,11 @@ Verdicts:
                bf16 (when no precision is given), or MoE routing more concentrated than uniform
   impossible   no stated or allowed precision fits and stays under its ceiling
 
-ACHIEVABLE_SHARE is what a pure streaming kernel reaches of datasheet bandwidth: BabelStream triad
-on an H100 SXM, 2.97 of 3.35 TB/s (design brief, "Datasheet reference points"). An inference
-engine, which also computes, cannot stream weights faster than that.
+ACHIEVABLE_SHARE is what a pure read-streaming kernel reaches of datasheet bandwidth, measured by
+``llmprobe roofline --full`` on an H100 SXM (80GB HBM3, 2026-11-27): llmprobe's Triton read kernel,
+3.140 of 3.35 TB/s (docs/measurements/h100-sxm-2026-11-27). Decoding reads weights; an inference
+engine, which also computes, cannot stream them faster than that. (BabelStream's triad, which also
+writes, reaches 2.97 on the same card type; the same run's triad gave 2.94.)
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .models import resolve_model
 from .pricing import tps_per_dollar_hour, usd_per_million_tokens
 from .roofline import CostModel
 
-ACHIEVABLE_SHARE = 2.97 / 3.35
+ACHIEVABLE_SHARE = 3.140 / 3.35
 COLUMNS = ("model", "gpu", "batch", "prompt_len", "gen_len", "tps", "tp", "dtype", "provider", "price_per_hour")
 OPTIONAL = ("tp", "dtype", "provider", "price_per_hour", "tps_per_dollar")
 ARITHMETIC_TOLERANCE = 0.01

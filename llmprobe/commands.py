@@ -162,6 +162,8 @@ def explain(*, paths: list[str], report_dir: str | None, gpu: str | None, ceilin
     for p, ex, _ in items:
         note = f" [{ex['layers_note']}]" if ex.get("layers_note") else ""
         render.console.rule(f"{ex['model']}{note} — {ex['backend']} on {ex['device']} — {p}")
+        if (ex.get("compute") or {}).get("gemm"):
+            render.console.print(f"compute: {ex['compute']['gemm']}; floors use the measured {ex['compute']['ceiling']} ceiling")
         for title, cols, rows in explain_sections(ex):
             render.console.print(render.table(title, cols, rows))
     for f in files:

@@ -13,9 +13,12 @@ class UserError(Exception):
 class MissingDependency(UserError):
     """An optional extra is not installed; the message names the pip install that adds it."""
 
-    def __init__(self, what: str, extra: str, *alternatives: str):
+    def __init__(self, what: str, extra: str, *alternatives: str, cause: BaseException | None = None):
         more = "".join(f" or 'llmprobe[{a}]'" for a in alternatives)
-        super().__init__(f"{what} is not installed: pip install 'llmprobe[{extra}]'{more}")
+        # The import that failed, and why: a missing package reads differently from one that is
+        # installed but breaks on import (a missing shared library, a package beside it missing).
+        why = f" ({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})" if cause else ""
+        super().__init__(f"{what} is not installed or failed to import{why}: pip install 'llmprobe[{extra}]'{more}")
 
 
 def unknown_name(kind: str, name: str, known: Iterable[str]) -> UserError:

@@ -8,10 +8,12 @@ step's phase and the tail after the last step to decode. A step's time splits in
   floor parts      weights_s, kv_read_s, kv_write_s (memory-bound) or linear_flops_s,
                    attention_flops_s (compute-bound), allreduce_s — the step's analytic floor
   above floor      device time above the floor (GPU) / step time above the floor (CPU)
-  host in step     host time of the step beyond its device time (GPU only; negative when the
-                   device work ran past the host's return, as with async scheduling)
+  host in step     the rest of the step's span: host work its device work did not overlap
 
-and the gaps are ``host_between_steps_s``. Parts therefore add up to the measured wall time.
+A step's span is the union of its host and device intervals (see ``timeline``): device work that
+runs on past the host's return (async execution) is taken off the following gap, not counted
+twice. The gaps are ``host_between_steps_s``. Parts add up to the measured wall time, none negative
+(bar "above floor" under a step that beat its floor, which is flagged and not explained).
 """
 
 from __future__ import annotations
@@ -73,6 +75,36 @@ def _step_time_s(step: dict[str, Any]) -> float:
     return (step["device_ms"] if step["device_ms"] is not None else step["host_ms"]) / 1e3
 
 
+def timeline(run: dict[str, Any]) -> list[dict[str, float]]:
+    """Each step's share of the run's wall time: the gap before it and its own span, never negative.
+
+    A step occupies the union of its host interval [t_start, t_end] and its device interval. Device
+    work is queued, so it starts no earlier than the step's host start nor before the previous step's
+    device work ends, and lasts the measured device time: with async execution it runs on past the
+    host's return, into what would otherwise look like the gap before the next step. That overlap
+    is taken off the gap; the timeline is clipped at the run's wall time, so gaps + spans + tail
+    = wall exactly. Without a device timer the device interval is the host interval.
+    """
+    wall = run["wall_s"]
+    cursor = dev_end = 0.0
+    out = []
+    for st in run["steps"]:
+        a, b = st["t_start_s"], st["t_end_s"]
+        t = _step_time_s(st)
+        if st["device_ms"] is None:
+            d0, d1 = a, b
+        else:
+            d0 = max(a, dev_end)
+            d1 = d0 + t
+            dev_end = d1
+        start = min(max(a, cursor), wall)
+        end = min(max(b, d1, start), wall)
+        out.append({"gap_s": start - cursor, "span_s": end - start, "device_s": min(t, end - start)})
+        cursor = end
+    out.append({"tail_s": wall - cursor})
+    return out
+
+
 def run_breakdown(run: dict[str, Any], cost: CostModel) -> dict[str, Any]:
     """Parts of one run's wall time per phase, and per-step floors."""
     bw, peak = cost.bw, cost.peak
@@ -80,25 +112,24 @@ def run_breakdown(run: dict[str, Any], cost: CostModel) -> dict[str, Any]:
                                               "mixed_steps_s"), 0.0) for p in ("prefill", "decode")}
     totals = {p: {"bytes": 0.0, "flops": 0.0, "time_s": 0.0, "floor_s": 0.0, "steps": 0} for p in ("prefill", "decode", "mixed")}
     beaten = []
-    steps = run["steps"]
-    prev_end = 0.0
-    for st in steps:
+    spans = timeline(run)
+    for st, sp in zip(run["steps"], spans):
         seqs = [(q, c) for _, q, c, _ in st["seqs"]]
         floor = cost.step(seqs)
         kind = "mixed" if st["mixed"] else ("prefill" if st["prefill_tokens"] else "decode")
         phase = phases["decode" if kind == "decode" else "prefill"]
         t = _step_time_s(st)
-        phase["host_between_steps_s"] += st["t_start_s"] - prev_end
-        prev_end = st["t_end_s"]
-        # the step's wall interval on the host: t_end - t_start = host time + time the wrappers did not see
-        wall = st["t_end_s"] - st["t_start_s"]
+        phase["host_between_steps_s"] += sp["gap_s"]
         if kind == "mixed":
-            phase["mixed_steps_s"] += wall
+            phase["mixed_steps_s"] += sp["span_s"]
         else:
-            for part, v in floor.parts_s(bw, peak).items():
+            parts = floor.parts_s(bw, peak)
+            for part, v in parts.items():
                 phase[part] += v
-            phase["above_floor_s"] += t - floor.floor_s
-            phase["host_in_step_s"] += wall - t
+            # the device (or, without one, host) time of the step above its floor; the rest of its
+            # span is host work the device did not overlap
+            phase["above_floor_s"] += sp["device_s"] - sum(parts.values())
+            phase["host_in_step_s"] += sp["span_s"] - sp["device_s"]
         tot = totals[kind]
         tot["bytes"] += floor.bytes
         tot["flops"] += floor.flops
@@ -108,7 +139,7 @@ def run_breakdown(run: dict[str, Any], cost: CostModel) -> dict[str, Any]:
         if t < BEATS_FLOOR * floor.floor_s:
             beaten.append({"index": st["index"], "phase": kind, "measured_s": t, "floor_s": floor.floor_s,
                            "bound": floor.bound})
-    phases["decode"]["host_between_steps_s"] += run["wall_s"] - prev_end
+    phases["decode"]["host_between_steps_s"] += spans[-1]["tail_s"]
     return {"phases": phases, "totals": totals, "beaten": beaten}
 
 
@@ -177,8 +208,18 @@ def explain_scenario(sc: dict[str, Any], record: dict[str, Any], inp: Inputs) ->
     if cc.get("above_tolerance"):
         flags.append({"kind": "cross_check", "message": f"TTFT differs from the engine's own by up to "
                       f"{cc['max_rel_diff']:.1%} on {cc['above_tolerance']} request(s)"})
+    experts = (((record.get("engine") or {}).get("args") or {}).get("experts_implementation") or {})
+    if "batched_mm" in str(experts.get("decode", "")):
+        flags.append({"kind": "moe_implementation", "message": "transformers ran the experts as batched_mm in decode: "
+                      "it copies each selected expert's weights per token, so decode reads several times the "
+                      "floor's expert bytes (an hf artefact; vLLM's fused MoE reads each touched expert once)"})
     for prob in sc.get("problems") or []:
-        flags.append({"kind": "incomplete", "message": prob})
+        kind = "batch_split" if "did not start together" in prob else "incomplete"
+        flags.append({"kind": kind, "message": prob})
+    load = sc.get("host_load") or {}
+    if load.get("busy"):
+        flags.append({"kind": "busy_host", "message": "the machine was busy beside the runs (" + "; ".join(load["reasons"])
+                      + "): figures are likely slower than this machine can do"})
     if record.get("status") not in (None, "complete"):
         flags.append({"kind": "record_incomplete", "message": f"the run record is {record['status']}"
                       + (f" ({record['error']})" if record.get("error") else "") + ": later scenarios are missing"})
@@ -247,5 +288,5 @@ def explain_record(record: dict[str, Any], gpu: str | None = None, ceilings_file
     cfg = record["config"]
     return {"model": cfg["model"], "layers_note": cfg.get("layers_note"), "backend": cfg["backend"],
             "device": ((record.get("provenance") or {}).get("device") or {}).get("name"),
-            "ceilings_source": inp.source, "ceilings": inp.ceilings.to_dict(),
+            "ceilings_source": inp.source, "ceilings": inp.ceilings.to_dict(), "compute": record.get("compute"),
             "scenarios": [explain_scenario(sc, record, inp) for sc in record["scenarios"]]}

@@ -19,6 +19,7 @@ from typing import Any
 from .engines import EngineOptions, check_options, create_engine, engine_device
 from .dtypes import ACTIVATION_DTYPES, normalize, quantized_weight_dtype
 from .errors import UserError
+from .hostload import HostLoad
 from .models import ModelSpec, resolve_model
 from .records import METRICS, PROFILE_METHODOLOGY, SCHEMA_VERSION, atomic_write_json, cpu_description, provenance
 from .timing import summarize
@@ -110,7 +111,16 @@ def cross_check(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "note": "ours: first token received by the caller; vLLM's: engine-side, before output processing"}
 
 
-def summarize_scenario(sc: Scenario, warmups: list[dict], runs: list[dict], telemetry: dict | None) -> dict[str, Any]:
+def scenario_warnings(summary: dict[str, Any]) -> list[str]:
+    """What makes a scenario's figures suspect, in words (also flagged by explain)."""
+    out = list(summary["problems"])
+    load = summary.get("host_load") or {}
+    out += [f"busy machine: {r}" for r in load.get("reasons", [])]
+    return out
+
+
+def summarize_scenario(sc: Scenario, warmups: list[dict], runs: list[dict], telemetry: dict | None,
+                       host_load: dict | None = None) -> dict[str, Any]:
     per_run = [run_metrics(r) for r in runs]
     for r, m in zip(runs, per_run):
         r["metrics"] = m
@@ -123,6 +133,10 @@ def summarize_scenario(sc: Scenario, warmups: list[dict], runs: list[dict], tele
         short = [q["id"] for q in r["requests"] if q["output_tokens"] != sc.gen_len]
         if short:
             problems.append(f"run {i}: {len(short)} request(s) did not produce {sc.gen_len} tokens")
+        adm = r.get("admission") or {}
+        if adm and not adm["together"] and not adm["chunked_by_token_budget"]:
+            problems.append(f"run {i}: the batch did not start together: its first step held "
+                            f"{adm['first_step_requests']} of {adm['batch']} requests ({adm['method']})")
     summary = {k: summarize([m[k] for m in per_run]) for k in METRICS}
     phases = {}
     for ph in ("prefill", "decode", "mixed"):
@@ -131,7 +145,7 @@ def summarize_scenario(sc: Scenario, warmups: list[dict], runs: list[dict], tele
     phases["outside_steps_s"] = summarize([r["phases"]["outside_steps_s"] for r in runs])
     phases["overhead_per_step_ms"] = summarize([r["phases"]["overhead_per_step_ms"] for r in runs])
     return {**asdict(sc), "runs": runs, "warmup_runs": warmups, "summary": summary, "phases": phases,
-            "cross_check": cross_check(runs), "telemetry": telemetry, "problems": problems}
+            "cross_check": cross_check(runs), "telemetry": telemetry, "host_load": host_load, "problems": problems}
 
 
 # ---- the whole profile -----------------------------------------------------------------------------
@@ -228,6 +242,7 @@ def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1)
                        "seed": eo.seed, "provider": provider or detect_provider(),
                        "scenarios": [asdict(s) for s in scenarios]},
             "model": spec.summary(), "model_config": spec.config, "engine": engine.describe(), "memory_fit": fit,
+            "compute": compute_note(device, weight_dtype),
             "ceilings": _saved_ceilings(device), "scenarios": [],
         }
         rng = random.Random(eo.seed)
@@ -239,12 +254,17 @@ def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1)
                 warm.append(engine.run(_prompts(rng, sc.batch, sc.prompt_len, spec.vocab_size), sc.gen_len))
             measured = []
             sampler = _sampler(engine.device)
-            with sampler if sampler is not None else contextlib.nullcontext():
+            load = HostLoad()
+            with sampler if sampler is not None else contextlib.nullcontext(), load:
                 for i in range(runs):
                     say(f"{tag}: run {i + 1}/{runs}")
                     measured.append(engine.run(_prompts(rng, sc.batch, sc.prompt_len, spec.vocab_size), sc.gen_len))
             telemetry = sampler.summary() if sampler is not None else None
-            record["scenarios"].append(summarize_scenario(sc, warm, measured, telemetry))
+            summary = summarize_scenario(sc, warm, measured, telemetry, load.result())
+            for warning in scenario_warnings(summary):
+                say(f"{tag}: warning: {warning}")
+            record["scenarios"].append(summary)
+            record["engine"] = engine.describe()   # now with what the engine saw while running
             if out:
                 atomic_write_json(out, record)
         record["status"] = "complete"
@@ -265,6 +285,20 @@ def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1)
         if out and record:
             atomic_write_json(out, record)
     return record
+
+
+def compute_note(device: dict[str, Any], weight_dtype: str) -> dict[str, Any]:
+    """The format the step's arithmetic really runs in, and so which measured ceiling explains it.
+
+    vLLM's CPU build keeps bf16 tensors on every x86 CPU and sends linear layers to oneDNN; without
+    AVX512-BF16 or AMX the GEMM converts to fp32 and runs on the fp32 units. The bf16 ceiling
+    ``llmprobe roofline`` measures is that same path (F.linear in bf16), so it is the one that applies.
+    """
+    act = weight_dtype if weight_dtype in ACTIVATION_DTYPES else "bf16"
+    note = {"weights": weight_dtype, "activations": act, "ceiling": act}
+    if device.get("kind") == "cpu" and device.get("bf16_gemm"):
+        note["gemm"] = f"{act} GEMMs {device['bf16_gemm']}" if act == "bf16" else f"{act} GEMMs"
+    return note
 
 
 def _sampler(device: str):

@@ -172,9 +172,15 @@ def print_measurement(m, datasheet) -> None:
         if t:
             console.print(f"  during measurement: SM clock median {t['sm_clock_mhz'].get('median')} MHz, "
                           f"power median {t['power_w'].get('median')} W, throttle reasons seen: "
-                          f"{t.get('throttle_fraction') or 'none'}")
+                          f"{throttle_text(t.get('throttle_fraction'))}")
     for w in m.warnings:
         console.print(f"  [yellow]warning:[/yellow] {w}")
+
+
+def throttle_text(fractions: dict[str, float] | None) -> str:
+    if fractions is None:
+        return "unknown (NVML did not report them)"
+    return ", ".join(f"{r} {f:.0%}" for r, f in fractions.items()) or "none"
 
 
 def _money(x: float | None, fmt: str = "{:,.2f}") -> str:

@@ -15,8 +15,8 @@ from .hardware import Ceilings
 def _plt():
     try:
         import matplotlib
-    except ImportError:
-        raise MissingDependency("matplotlib", "plot") from None
+    except ImportError as e:
+        raise MissingDependency("matplotlib", "plot", cause=e) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt

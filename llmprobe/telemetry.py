@@ -26,8 +26,8 @@ HARMFUL_THROTTLE = {"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_th
 def _nvml():
     try:
         import pynvml
-    except ImportError:
-        raise MissingDependency("nvidia-ml-py (module pynvml)", "nvml") from None
+    except ImportError as e:
+        raise MissingDependency("nvidia-ml-py (module pynvml)", "nvml", cause=e) from None
     pynvml.nvmlInit()
     return pynvml
 
@@ -40,10 +40,22 @@ def _try(fn, *args, default=None):
         return default
 
 
-def decode_throttle(mask: int | None) -> list[str]:
+def decode_throttle(mask: int | None) -> list[str] | None:
+    """Reason names of a mask; None (unknown) when NVML could not say, never [] (not throttled)."""
     if mask is None:
-        return []
+        return None
     return [name for bit, name in THROTTLE_REASONS.items() if mask & bit]
+
+
+def clock_event_mask(nv, handle) -> int | None:
+    """The current clock-event (throttle) mask: NVML 12.4+ names it ClocksEventReasons and deprecates
+    ClocksThrottleReasons; older bindings only have the latter. None when neither answers."""
+    for fn in ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"):
+        if hasattr(nv, fn):
+            mask = _try(getattr(nv, fn), handle)
+            if mask is not None:
+                return mask
+    return None
 
 
 def fingerprint(index: int = 0) -> dict[str, Any]:
@@ -80,7 +92,7 @@ def fingerprint(index: int = 0) -> dict[str, Any]:
         "pcie_width": _try(nv.nvmlDeviceGetCurrPcieLinkWidth, h),
         "pcie_max_gen": _try(nv.nvmlDeviceGetMaxPcieLinkGeneration, h),
         "pcie_max_width": _try(nv.nvmlDeviceGetMaxPcieLinkWidth, h),
-        "throttle_reasons": decode_throttle(_try(nv.nvmlDeviceGetCurrentClocksThrottleReasons, h)),
+        "throttle_reasons": decode_throttle(clock_event_mask(nv, h)),
         "other_processes": len(procs),
     }
     fp["form_factor"] = form_factor(fp["name"] or "", fp["power_limit_w"])
@@ -119,7 +131,7 @@ class Sampler:
                 "power_w": (_try(nv.nvmlDeviceGetPowerUsage, h) or 0) / 1000 or None,
                 "temperature_c": _try(nv.nvmlDeviceGetTemperature, h, nv.NVML_TEMPERATURE_GPU),
                 "gpu_util_pct": util.gpu if util else None, "mem_util_pct": util.memory if util else None,
-                "throttle": _try(nv.nvmlDeviceGetCurrentClocksThrottleReasons, h)}
+                "throttle": clock_event_mask(nv, h)}
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -140,15 +152,21 @@ class Sampler:
 
 def summarize_samples(samples: list[dict[str, Any]], interval_s: float) -> dict[str, Any]:
     reasons: dict[str, int] = {}
+    known = 0
     for s in samples:
-        for r in decode_throttle(s.get("throttle")):
+        names = decode_throttle(s.get("throttle"))
+        if names is None:
+            continue
+        known += 1
+        for r in names:
             reasons[r] = reasons.get(r, 0) + 1
     n = len(samples)
-    harmful = {r: c / n for r, c in reasons.items() if r in HARMFUL_THROTTLE} if n else {}
+    harmful = {r: c / known for r, c in reasons.items() if r in HARMFUL_THROTTLE} if known else {}
     return {
         "interval_s": interval_s, "samples": n,
         **{k: summarize([s[k] for s in samples if s.get(k) is not None])
            for k in ("sm_clock_mhz", "mem_clock_mhz", "power_w", "temperature_c", "gpu_util_pct")},
-        "throttle_fraction": {r: c / n for r, c in reasons.items()} if n else {},
-        "throttled": bool(harmful),
+        # fractions of the samples whose reasons NVML reported; None when it reported none at all
+        "throttle_fraction": {r: c / known for r, c in reasons.items()} if known else None,
+        "throttled": bool(harmful) if known else None,
     }

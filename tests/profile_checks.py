@@ -32,6 +32,9 @@ def check_run(run: dict, batch: int, prompt_len: int, gen_len: int) -> None:
     assert run["metrics"]["tps"] == pytest.approx(batch * gen_len / run["wall_s"])
     starts = [s["t_start_s"] for s in run["steps"]]
     assert starts == sorted(starts)
+    adm = run["admission"]
+    assert adm["batch"] == batch and adm["first_step_requests"] == run["steps"][0]["num_reqs"]
+    assert adm["together"] or adm["chunked_by_token_budget"], adm   # a batch starts as one batch
 
 
 def check_record(rec: dict, tmp_path) -> None:

@@ -160,3 +160,49 @@ def test_layer_sampled_record_is_extrapolated(tmp_path, monkeypatch):
     assert s["ceilings_source"] == "datasheet" and any(f["kind"] == "datasheet_ceilings" for f in s["flags"])
     assert s["extrapolated"]["label"] == "extrapolated from 3 to 8 layers"
     assert s["extrapolated"]["tps"] < s["tps"]["measured"]   # twice the layers cannot be faster
+
+
+def async_record() -> dict:
+    """The record of an async GPU engine: each step's host interval ends long before its device work
+    (host 0.2 ms, device 3 x floor), so device time runs into the gaps between steps."""
+    rec = hand_record()
+    cm = CostModel(resolve_model("tiny-llama"), TOY)
+    run = rec["scenarios"][0]["runs"][0]
+    t = 0.001
+    for st in run["steps"]:
+        floor = cm.step([(q, c) for _, q, c, _ in st["seqs"]]).floor_s
+        st.update(t_start_s=t, t_end_s=t + 0.0002, host_ms=0.2, device_ms=3 * floor * 1e3)
+        t += 0.0003
+    run["wall_s"] = run["steps"][0]["t_start_s"] + sum(s["device_ms"] for s in run["steps"]) / 1e3 + 0.0004
+    return rec
+
+
+def test_device_time_past_the_host_is_not_negative_host_time():
+    rec = async_record()
+    run = rec["scenarios"][0]["runs"][0]
+    s = explain_record(rec)["scenarios"][0]
+    assert s["explained"]
+    parts = [v for ph in s["breakdown"].values() for v in ph.values()]
+    assert min(parts) >= 0, s["breakdown"]
+    assert sum(parts) == pytest.approx(run["wall_s"])
+    dec = s["breakdown"]["decode"]
+    # device work ran back to back after the first 1 ms: nothing of it is counted as host time twice
+    assert dec["host_between_steps_s"] == pytest.approx(0.0004)
+    assert s["breakdown"]["prefill"]["host_between_steps_s"] == pytest.approx(0.001)
+
+
+def test_timeline_clips_at_the_wall_time():
+    from llmprobe.explain import timeline
+    run = async_record()["scenarios"][0]["runs"][0]
+    run["wall_s"] = run["steps"][-1]["t_end_s"]          # the device ran past the end of the run's clock
+    spans = timeline(run)
+    assert all(v >= 0 for sp in spans for v in sp.values())
+    assert sum(sp.get("gap_s", 0) + sp.get("span_s", 0) + sp.get("tail_s", 0) for sp in spans) == pytest.approx(run["wall_s"])
+
+
+def test_hf_batched_mm_decode_is_flagged():
+    rec = hand_record()
+    rec["engine"] = {"backend": "hf", "args": {"experts_implementation": {"configured": "grouped_mm",
+                                                                          "prefill": "grouped_mm", "decode": "batched_mm"}}}
+    flags = explain_record(rec)["scenarios"][0]["flags"]
+    assert any(f["kind"] == "moe_implementation" and "batched_mm" in f["message"] for f in flags)

@@ -42,6 +42,22 @@ def test_tiny_llama_in_process(monkeypatch, tmp_path):
     check_record(rec, tmp_path)
 
 
+@pytest.mark.parametrize("multiprocessing", ["1", "0"])
+def test_a_batch_of_8_starts_as_one_batch(monkeypatch, multiprocessing):
+    """The first step of every run prefills all 8 requests, with the engine core in its own process
+    (the default, where requests would otherwise race its first step) and in-process."""
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", multiprocessing)
+    rec = profile("tiny-llama", [Scenario(8, 16, 3)], backend="vllm", runs=2, warmup=1, engine_options=EAGER)
+    sc = rec["scenarios"][0]
+    for run in sc["warmup_runs"] + sc["runs"]:
+        first = run["steps"][0]
+        assert first["prefill_reqs"] == 8 and not first["mixed"], run["steps"][:2]
+        assert run["admission"]["together"]
+    assert not sc["problems"]
+    expected = "paused scheduler" if multiprocessing == "1" else "in-process (synchronous adds)"
+    assert rec["engine"]["admission"] == expected
+
+
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core per rank")
 def test_tensor_parallel_2_keeps_the_slowest_rank(monkeypatch, tmp_path):
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0|1")   # the CPU build binds one core per rank

@@ -47,9 +47,9 @@ def engine_device(backend: str, requested: str = "auto") -> str:
         return requested
     try:
         import torch
-    except ImportError:
+    except ImportError as e:
         from ..errors import MissingDependency
-        raise MissingDependency("torch", "hf") from None
+        raise MissingDependency("torch", "hf", cause=e) from None
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 

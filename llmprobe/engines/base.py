@@ -46,6 +46,16 @@ def classify(seqs: list[list[Any]]) -> dict[str, Any]:
             "num_reqs": len(seqs), "prefill_reqs": len(pre), "decode_reqs": len(dec), "mixed": bool(pre and dec)}
 
 
+def admission(steps: list[dict[str, Any]], batch: int, method: str, token_budget: int | None) -> dict[str, Any]:
+    """Did the run's first step hold every request of its batch? (Unless the scheduler's token budget
+    was what cut it: then the prompts were chunked, not raced.)"""
+    first = steps[0] if steps else None
+    reqs = first["num_reqs"] if first else 0
+    chunked = bool(first and token_budget and first["prefill_tokens"] + first["decode_tokens"] >= token_budget)
+    return {"method": method, "batch": batch, "first_step_requests": reqs, "together": reqs == batch,
+            "chunked_by_token_budget": chunked and reqs < batch}
+
+
 def request_timing(req_id: str, prompt_len: int, token_times_s: list[float]) -> dict[str, Any]:
     """TTFT, latency and TPOT of one request from the arrival times of its tokens (s from submit)."""
     n = len(token_times_s)

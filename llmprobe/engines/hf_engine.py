@@ -13,7 +13,7 @@ from typing import Any
 
 from ..dtypes import torch_name
 from ..errors import MissingDependency, UserError
-from .base import Engine, EngineOptions, classify, request_timing
+from .base import Engine, EngineOptions, admission, classify, request_timing
 
 
 
@@ -42,8 +42,8 @@ class HfEngine(Engine):
         try:
             import torch
             import transformers
-        except ImportError:
-            raise MissingDependency("transformers and torch", "hf") from None
+        except ImportError as e:
+            raise MissingDependency("transformers and torch", "hf", cause=e) from None
         self.torch, self.opts = torch, opts
         self.version = transformers.__version__
         want = opts.device
@@ -67,13 +67,25 @@ class HfEngine(Engine):
         self.dtype = str(dtype).replace("torch.", "")
         self._steps: list[dict[str, Any]] = []
         self._cached = 0
+        self._moe = opts.model.is_moe
+        self.experts_seen: dict[str, list[str]] = {}   # phase -> experts implementations that ran
         self._hooks = [self.model.register_forward_pre_hook(self._pre, with_kwargs=True),
                        self.model.register_forward_hook(self._post, with_kwargs=True)]
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": "hf", "version": self.version, "device": self.device,
-                "args": {"dtype": self.dtype, "cache_implementation": "static", "weights": self.opts.weights,
-                         "attn_implementation": getattr(self.model.config, "_attn_implementation", None)}}
+        args = {"dtype": self.dtype, "cache_implementation": "static", "weights": self.opts.weights, "compile": False,
+                "attn_implementation": getattr(self.model.config, "_attn_implementation", None)}
+        if self._moe:
+            # transformers picks the experts kernel itself and, on a GPU, switches grouped_mm to batched_mm
+            # for decode (it copies each selected expert's weights per token): what ran, per phase.
+            args["experts_implementation"] = {"configured": getattr(self.model.config, "_experts_implementation", None),
+                                              **{ph: "+".join(v) for ph, v in self.experts_seen.items()}}
+        return {"backend": "hf", "version": self.version, "device": self.device, "args": args}
+
+    def generation_kwargs(self) -> dict[str, Any]:
+        """What every generate() call is given: greedy, exactly gen_len tokens, static cache, no compile."""
+        return {"do_sample": False, "cache_implementation": "static", "eos_token_id": None, "pad_token_id": 0,
+                "disable_compile": True}
 
     def _event(self):
         ev = self.torch.cuda.Event(enable_timing=True)
@@ -84,6 +96,11 @@ class HfEngine(Engine):
         ids = kwargs.get("input_ids", args[0] if args else None)
         batch, new = ids.shape
         kind = "p" if self._cached == 0 else "d"
+        if self._moe:
+            impl = str(getattr(self.model.config, "_experts_implementation", None))
+            seen = self.experts_seen.setdefault("prefill" if kind == "p" else "decode", [])
+            if impl not in seen:
+                seen.append(impl)
         seqs = [[f"r{i}", new, self._cached, kind] for i in range(batch)]
         t = time.perf_counter()
         gap = (t - self._steps[-1]["_t_end"]) * 1e3 if self._steps else None
@@ -107,8 +124,7 @@ class HfEngine(Engine):
         with torch.inference_mode():
             stamps.t0 = t0 = time.perf_counter()
             self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=gen_len,
-                                min_new_tokens=gen_len, do_sample=False, cache_implementation="static",
-                                eos_token_id=None, pad_token_id=0, streamer=stamps)
+                                min_new_tokens=gen_len, streamer=stamps, **self.generation_kwargs())
             wall = time.perf_counter() - t0
         if self.device == "cuda":
             torch.cuda.synchronize()
@@ -121,7 +137,8 @@ class HfEngine(Engine):
                           **classify(rec["seqs"])})
         # generate() returns every row together: all requests share the step times.
         requests = [request_timing(f"r{i}", len(p), stamps.times) for i, p in enumerate(prompts)]
-        return {"wall_s": wall, "steps": steps, "requests": requests}
+        return {"wall_s": wall, "steps": steps, "requests": requests,
+                "admission": admission(steps, len(prompts), "one generate() call", None)}
 
     def close(self) -> None:
         for h in getattr(self, "_hooks", []):

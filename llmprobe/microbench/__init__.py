@@ -15,8 +15,8 @@ GPU_METHODS = ("torch", "triton", "cupy")
 def _has_cuda() -> bool:
     try:
         import torch
-    except ImportError:
-        raise MissingDependency("torch (needed to measure this machine)", "torch") from None
+    except ImportError as e:
+        raise MissingDependency("torch (needed to measure this machine)", "torch", cause=e) from None
     return torch.cuda.is_available()
 
 

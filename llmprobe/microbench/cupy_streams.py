@@ -41,6 +41,6 @@ def fma_flops(threads: int, iters: int, chains: int = 8) -> int:
 def module(name: str, options: tuple[str, ...] = ()):
     try:
         import cupy
-    except ImportError:
-        raise MissingDependency("CuPy", "cupy12", "cupy13") from None
+    except ImportError as e:
+        raise MissingDependency("CuPy", "cupy12", "cupy13", cause=e) from None
     return cupy.RawModule(code=source(name), options=("-std=c++17",) + options)

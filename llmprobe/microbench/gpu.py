@@ -3,10 +3,13 @@
 Methods (each validated against a reference before it is timed; a failed one keeps its error and
 contributes no figure):
   bandwidth  torch.copy_ (baseline), cupy.{read,write,copy,triad}_v4, triton.{read,write,copy,triad}
-  flops      torch.matmul bf16/fp16 best shape, torch._scaled_mm fp8 (sm_89+), triton.dot bf16,
-             cupy.fma_chain_fp32 (CUDA cores)
-Streams run on float32 arrays well past L2; the L2 is flushed (untimed) before every call with a
-buffer twice its size; matmul outputs are re-randomized between calls so the card does real work.
+  flops      torch.matmul bf16/fp16 best over shapes and layouts (NN: a @ b; NT: x @ W^T, what
+             nn.Linear runs), torch._scaled_mm fp8 (sm_89+, with and without fast accumulation),
+             triton.dot bf16, cupy.fma_chain_fp32 (CUDA cores)
+Streams run on float32 arrays well past L2; the L2 is flushed (untimed) before every call by
+reading a buffer twice its size (a read leaves no dirty lines for the timed call to write back);
+matmul outputs are re-randomized between calls so the card does real work. Every method has a
+time budget: a sweep that would outrun it stops early and says so in its note.
 """
 
 from __future__ import annotations
@@ -21,18 +24,26 @@ from .result import MethodResult
 
 GIB = 1 << 30
 STREAM_BYTES = {"quick": [512 << 20], "default": [256 << 20, GIB], "full": None}  # full: a sweep from 4x L2
+# (m, n, k): m rows of activations, n output features, k input features. The LLM rows are what a
+# 70B-class step runs: 8 x 256 prompt tokens against the attention and MLP projections.
+LLM_SHAPES = [(2048, 8192, 8192), (2048, 28672, 8192), (2048, 8192, 28672), (4096, 14336, 4096)]
 MATMUL_SHAPES = {
     "quick": [(8192, 8192, 8192)],
-    "default": [(4096, 4096, 4096), (8192, 8192, 8192), (8192, 8192, 4096), (6144, 6144, 6144)],
-    "full": [(n, n, n) for n in range(2048, 16385, 1024)] + [(8192, 8192, k) for k in (2048, 4096, 12288, 16384)],
+    "default": [(4096, 4096, 4096), (8192, 8192, 8192), (8192, 8192, 4096), (6144, 6144, 6144)] + LLM_SHAPES[:2],
+    "full": LLM_SHAPES + [(n, n, n) for n in range(2048, 16385, 2048)]
+    + [(8192, 8192, k) for k in (2048, 4096, 12288, 16384)],
 }
+LAYOUTS = ("nn", "nt")   # nn: a (m x k) @ b (k x n); nt: a @ w.t() with w (n x k) row-major, as F.linear
 TRITON_DOT_CONFIGS = (  # tile shapes tried for triton.dot; the best is kept (all fit sm_80 and sm_90 shared memory)
     {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3},
     {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4},
     {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3},
 )
-BUDGET = {"quick": (0.05, 0.15, 0.5), "default": (0.1, 0.3, 2.0), "full": (0.2, 0.5, 5.0)}  # warm-up, rep, card warm-up s
-
+BUDGET = {"quick": (0.05, 0.15, 0.5), "default": (0.1, 0.3, 2.0), "full": (0.1, 0.3, 2.0)}  # warm-up, rep, card warm-up s
+# Seconds one method may spend on its sweep (per stream kernel; per matmul dtype); the acceptance
+# run's whole --full measurement is sized from these (docs/methodology.md).
+METHOD_BUDGET_S = {"quick": {"bandwidth": 3.0, "flops": 5.0}, "default": {"bandwidth": 5.0, "flops": 12.0},
+                   "full": {"bandwidth": 6.0, "flops": 18.0}}
 
 class Suite:
     def __init__(self, mode: str, say: Callable[[str], None], methods: set[str]):
@@ -41,14 +52,17 @@ class Suite:
         self.clock = CudaClock()
         props = torch.cuda.get_device_properties(0)
         self.props = props
-        self.l2 = int(getattr(props, "L2_cache_size", 0) or 50 << 20)
-        self.flush_buf = torch.empty(2 * self.l2 // 4, dtype=torch.float32, device="cuda")
+        self.l2 = l2_bytes(props)
+        self.flush_buf = torch.ones(2 * self.l2 // 4, dtype=torch.float32, device="cuda")
+        self.flush_out = torch.empty((), dtype=torch.float32, device="cuda")
         self.warm_s, self.rep_s, self.card_warm_s = BUDGET[mode]
+        self.budget_s = METHOD_BUDGET_S[mode]
         self.results: list[MethodResult] = []
 
     # ---- helpers ---------------------------------------------------------------------------------
     def flush(self) -> None:
-        self.flush_buf.add_(1.0)  # touches every line, evicting the timed data from L2 (untimed)
+        # A read of twice the L2 evicts the timed data without dirtying lines (untimed).
+        self.torch.sum(self.flush_buf, dim=0, out=self.flush_out)
 
     def time(self, fn, rerandomize=None):
         return bench(fn, self.clock, warmup_s=self.warm_s, rep_s=self.rep_s, flush=self.flush, rerandomize=rerandomize)
@@ -77,7 +91,10 @@ class Suite:
     def sweep_stream(self, name: str, sizes: list[int], make: Callable[[int], tuple[Callable, Callable[[], bool], int]]) -> MethodResult:
         """``make(bytes_per_array)`` -> (kernel call, validator, bytes moved per call)."""
         pts = []
+        budget = Budget(self.budget_s["bandwidth"], len(sizes))
         for size in sizes:
+            if budget.spent():
+                break
             call, valid, nbytes = make(size)
             call()
             self.torch.cuda.synchronize()
@@ -88,7 +105,7 @@ class Suite:
                         "spread": (t.stats["max"] - t.stats["min"]) / t.median_s})
         top = max(pts, key=lambda p: p["value"])
         return MethodResult(name, "bandwidth", "fp32", top["value"], True, best_params={"bytes_per_array": top["bytes_per_array"]},
-                            sweep=pts)
+                            sweep=pts, note=budget.note(len(pts)))
 
     def rand(self, n: int):
         return self.torch.rand(n, device="cuda", dtype=self.torch.float32) + 0.5  # never zeros
@@ -115,8 +132,8 @@ class Suite:
         import cupy
         from .cupy_streams import module, stream_bytes
         fn = module("stream.cu").get_function(kernel)
-        sms = self.props.multi_processor_count
-        block, grid = 256, sms * 8  # 8 resident blocks of 256 per SM: 2048 threads, full occupancy
+        block = 256
+        grid = _grid(self.props, fn, block)
         torch = self.torch
 
         def make(size):
@@ -138,7 +155,9 @@ class Suite:
                         stream_bytes(kernel, n4))
             return ((lambda: fn((grid,), (block,), (ca, cb, cc, s, n))),
                     (lambda: bool(torch.allclose(c, a + 1.5 * b))), stream_bytes(kernel, n4))
-        return self.sweep_stream(f"cupy.{kernel}", self.stream_sizes(), make)
+        r = self.sweep_stream(f"cupy.{kernel}", self.stream_sizes(), make)
+        r.best_params.update(grid=grid, block=block, registers=fn.num_regs)
+        return r
 
     def triton_stream(self, kernel: str) -> MethodResult:
         from .triton_launch import stream_call
@@ -152,41 +171,67 @@ class Suite:
         return self.sweep_stream(f"triton.{kernel}", self.stream_sizes(), make)
 
     def torch_matmul(self, dtype: str) -> MethodResult:
+        """cuBLAS through torch.matmul, over shapes and both layouts; the best (shape, layout) is the ceiling."""
         torch = self.torch
         tdt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+        points = [(shape, lay) for shape in MATMUL_SHAPES[self.mode] for lay in LAYOUTS]
+        budget = Budget(self.budget_s["flops"], len(points))
         pts = []
-        for m, n, k in MATMUL_SHAPES[self.mode]:
+        for (m, n, k), lay in points:
+            if budget.spent():
+                break
             a = torch.randn(m, k, device="cuda", dtype=tdt)
-            b = torch.randn(k, n, device="cuda", dtype=tdt)
+            w = torch.randn(k, n, device="cuda", dtype=tdt) if lay == "nn" else torch.randn(n, k, device="cuda", dtype=tdt)
+            b = w if lay == "nn" else w.t()
             c = torch.empty(m, n, device="cuda", dtype=tdt)
             torch.matmul(a, b, out=c)
-            ref = a[:256].float() @ b.float()
-            err = ((c[:256].float() - ref).abs().max() / ref.abs().max()).item()
+            err = _relative_error(c[:256], a[:256].float() @ b.float())
             if err > 2e-2:
-                return MethodResult("torch.matmul", "flops", dtype, None, False, f"relative error {err:.2e} at {m}x{n}x{k}")
+                return MethodResult("torch.matmul", "flops", dtype, None, False, f"relative error {err:.2e} at {m}x{n}x{k} {lay}")
             t = self.time(lambda: torch.matmul(a, b, out=c), rerandomize=lambda: c.normal_())
-            pts.append({"shape": [m, n, k], "value": 2 * m * n * k / t.median_s, "best": 2 * m * n * k / t.best_s})
+            pts.append({"shape": [m, n, k], "layout": lay, "value": 2 * m * n * k / t.median_s,
+                        "best": 2 * m * n * k / t.best_s})
+            del a, w, b, c
         top = max(pts, key=lambda p: p["value"])
-        return MethodResult("torch.matmul", "flops", dtype, top["value"], True, best_params={"shape": top["shape"]}, sweep=pts)
+        return MethodResult("torch.matmul", "flops", dtype, top["value"], True,
+                            best_params={"shape": top["shape"], "layout": top["layout"]}, sweep=pts,
+                            note=budget.note(len(pts)))
 
     def torch_fp8(self) -> MethodResult:
+        """cuBLASLt fp8 (e4m3) through torch._scaled_mm, with and without fast accumulation (mamf-finder's sweep).
+
+        cuBLASLt takes fp8 only as "TN": a row-major, b column-major, i.e. b = w.t() with w (n x k)
+        row-major, the nn.Linear layout. The output is allocated once per shape.
+        """
         torch = self.torch
         if torch.cuda.get_device_capability() < (8, 9) or not hasattr(torch, "float8_e4m3fn"):
             return MethodResult("torch._scaled_mm", "flops", "fp8", None, False, "no fp8 tensor cores on this card")
+        points = [(shape, fast) for shape in MATMUL_SHAPES[self.mode] for fast in (False, True)]
+        budget = Budget(self.budget_s["flops"], len(points))
+        one = torch.ones((), device="cuda")
         pts = []
-        for m, n, k in MATMUL_SHAPES[self.mode]:
+        for (m, n, k), fast in points:
+            if budget.spent():
+                break
             a = (torch.randn(m, k, device="cuda") / 4).to(torch.float8_e4m3fn)
-            b = (torch.randn(n, k, device="cuda") / 4).to(torch.float8_e4m3fn).t()   # column-major, as cuBLASLt wants
-            one = torch.ones((), device="cuda")
-            out = torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
-            ref = a[:256].float() @ b.float()
-            err = ((out[:256].float() - ref).abs().max() / ref.abs().max()).item()
+            b = (torch.randn(n, k, device="cuda") / 4).to(torch.float8_e4m3fn).t()
+            out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+
+            def call():
+                torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16, use_fast_accum=fast, out=out)
+            call()
+            err = _relative_error(out[:256], a[:256].float() @ b.float())
             if err > 2e-2:
-                return MethodResult("torch._scaled_mm", "flops", "fp8", None, False, f"relative error {err:.2e}")
-            t = self.time(lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16))
-            pts.append({"shape": [m, n, k], "value": 2 * m * n * k / t.median_s, "best": 2 * m * n * k / t.best_s})
+                return MethodResult("torch._scaled_mm", "flops", "fp8", None, False,
+                                    f"relative error {err:.2e} at {m}x{n}x{k} fast_accum={fast}")
+            t = self.time(call)
+            pts.append({"shape": [m, n, k], "fast_accum": fast, "value": 2 * m * n * k / t.median_s,
+                        "best": 2 * m * n * k / t.best_s})
+            del a, b, out
         top = max(pts, key=lambda p: p["value"])
-        return MethodResult("torch._scaled_mm", "flops", "fp8", top["value"], True, best_params={"shape": top["shape"]}, sweep=pts)
+        return MethodResult("torch._scaled_mm", "flops", "fp8", top["value"], True,
+                            best_params={"shape": top["shape"], "fast_accum": top["fast_accum"]}, sweep=pts,
+                            note=budget.note(len(pts)))
 
     def triton_dot(self) -> MethodResult:
         from .triton_launch import matmul
@@ -201,8 +246,7 @@ class Suite:
             except Exception as e:  # a tile config that does not fit this card's shared memory
                 pts.append({"config": cfg, "error": str(e).splitlines()[0] if str(e) else type(e).__name__})
                 continue
-            ref = a[:256].float() @ b.float()
-            err = ((c[:256].float() - ref).abs().max() / ref.abs().max()).item()
+            err = _relative_error(c[:256], a[:256].float() @ b.float())
             if err > 2e-2:
                 return MethodResult("triton.dot", "flops", "bf16", None, False, f"relative error {err:.2e}")
             t = self.time(lambda: matmul(a, b, out=c, **cfg), rerandomize=lambda: c.normal_())
@@ -218,7 +262,8 @@ class Suite:
         import numpy as np
         from .cupy_streams import fma_flops, module
         fn = module("fma.cu").get_function("fma_chain_fp32")
-        block, grid, iters = 256, self.props.multi_processor_count * 8, 4096
+        block, iters = 256, 4096
+        grid = _grid(self.props, fn, block)
         out = cupy.empty(grid * block, dtype=cupy.float32)
         a, b = np.float32(0.999), np.float32(0.001)
         call = lambda: fn((grid,), (block,), (out, a, b, np.int32(iters)))  # noqa: E731
@@ -247,7 +292,7 @@ class Suite:
         if "triton" in self.methods:
             for k in ("read", "write", "copy", "triad"):
                 self.guard(f"triton.{k}", "bandwidth", "fp32", lambda k=k: self.triton_stream(k))
-        for dt in ("bf16", "fp16") if self.mode == "full" else ("bf16",):
+        for dt in ("bf16", "fp16") if self.mode != "quick" else ("bf16",):
             self.guard("torch.matmul", "flops", dt, lambda dt=dt: self.torch_matmul(dt))
         self.guard("torch._scaled_mm", "flops", "fp8", self.torch_fp8)
         if "triton" in self.methods:
@@ -255,6 +300,53 @@ class Suite:
         if "cupy" in self.methods:
             self.guard("cupy.fma_chain_fp32", "flops", "fp32", self.cupy_fma)
         return self.results
+
+
+class Budget:
+    """A method's time budget over its sweep points: stop once spent, and say what was left out."""
+
+    def __init__(self, seconds: float, points: int):
+        self.seconds, self.points, self.t0 = seconds, points, time.perf_counter()
+
+    def spent(self) -> bool:
+        return time.perf_counter() - self.t0 > self.seconds
+
+    def note(self, done: int) -> str | None:
+        if done >= self.points:
+            return None
+        return f"cut short by its {self.seconds:.0f} s budget after {done} of {self.points} sweep points"
+
+
+def _relative_error(got, ref) -> float:
+    return ((got.float() - ref).abs().max() / ref.abs().max()).item()
+
+
+def l2_bytes(props) -> int:
+    """The card's L2 from torch, else from the catalog entry its name matches, else 50 MiB (H100's)."""
+    l2 = int(getattr(props, "L2_cache_size", 0) or 0)
+    if l2:
+        return l2
+    from ..hardware import match_device_name
+    spec = match_device_name(props.name, getattr(props, "total_memory", None))
+    return int(spec.l2_bytes) if spec else 50 << 20
+
+
+def resident_blocks(num_regs: int, block: int, regs_per_sm: int = 65536, threads_per_sm: int = 2048,
+                    max_blocks_per_sm: int = 32, warp_reg_granularity: int = 256) -> int:
+    """Blocks of ``block`` threads one SM holds at once for a kernel using ``num_regs`` registers per
+    thread and no shared memory (registers are allocated per warp, in units of 256), so that a grid
+    of SMs x this is exactly one full wave: a second, partial wave would run at low occupancy."""
+    per_warp = -(-num_regs * 32 // warp_reg_granularity) * warp_reg_granularity
+    warps = -(-block // 32)
+    by_regs = regs_per_sm // (per_warp * warps) if per_warp else max_blocks_per_sm
+    return max(1, min(threads_per_sm // block, by_regs, max_blocks_per_sm))
+
+
+def _grid(props, fn, block: int) -> int:
+    regs = fn.num_regs   # compiles the kernel on first use (CuPy caches it)
+    blocks = resident_blocks(regs, block, getattr(props, "regs_per_multiprocessor", 65536),
+                             getattr(props, "max_threads_per_multi_processor", 2048))
+    return props.multi_processor_count * blocks
 
 
 def run(mode: str, say: Callable[[str], None], methods: set[str]) -> list[MethodResult]:

@@ -18,6 +18,7 @@ class MethodResult:
     error: str | None = None       # why it failed or was skipped
     best_params: dict[str, Any] = field(default_factory=dict)   # size or shape of the best point
     sweep: list[dict[str, Any]] = field(default_factory=list)   # every size/shape: params, median, spread
+    note: str | None = None        # e.g. a sweep cut short by its time budget
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

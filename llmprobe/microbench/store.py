@@ -26,7 +26,7 @@ def device_key(device: dict[str, Any]) -> str:
         ident = [device.get("uuid") or device.get("name"), device.get("driver_version")]
     else:
         import socket
-        ident = [socket.gethostname(), device.get("name"), device.get("logical_cores")]
+        ident = [socket.gethostname(), device.get("name"), device.get("logical_cores"), device.get("bf16_gemm")]
     raw = json.dumps(ident + [CEILINGS_METHODOLOGY], default=str)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 

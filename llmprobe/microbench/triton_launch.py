@@ -12,8 +12,8 @@ STREAM_BLOCK = 4096
 def _kernels():
     try:
         from ..kernels import triton_matmul, triton_stream
-    except ImportError:
-        raise MissingDependency("Triton", "triton") from None
+    except ImportError as e:
+        raise MissingDependency("Triton", "triton", cause=e) from None
     return triton_stream, triton_matmul
 
 
