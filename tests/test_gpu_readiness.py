@@ -110,3 +110,24 @@ def test_hf_engine_records_the_experts_kernel_per_phase():
         assert impl["prefill"] and impl["decode"] and "configured" in impl
     finally:
         eng.close()
+
+
+def test_a_busy_neighbour_is_detected():
+    """A process outside llmprobe's tree spinning on a core shows as other_cores ~1 and 'busy'."""
+    import os
+    import signal
+    import time
+
+    from llmprobe.hostload import HostLoad
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("needs Linux /proc")
+    # `sh` starts `yes` and exits at once: `yes` is reparented away from this process tree
+    pid = int(subprocess.run(["sh", "-c", "yes > /dev/null 2>&1 & echo $!"], capture_output=True, text=True).stdout)
+    try:
+        with HostLoad() as load:
+            time.sleep(0.6)
+        r = load.result()
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    assert r["busy"] and r["other_cores"] > 0.5, r
+    assert "other processes used" in r["reasons"][0]
