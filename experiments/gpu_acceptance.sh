@@ -23,21 +23,7 @@ export PYTHONUNBUFFERED=1
 t0=$(date +%s)
 : >"$out/steps.tsv"
 
-summarize() { "$py" "$here/experiments/acceptance_summary.py" "$out" >"$out/summary.txt" 2>>"$out/summary.log" || true; }
-
-# step NAME TIMEOUT_S LOG -- COMMAND...: run with a timeout, log its output, record rc and seconds.
-step() {
-    local name=$1 limit=$2 log=$3; shift 4
-    local s rc
-    s=$(date +%s)
-    echo "[$(( s - t0 ))s] $name (timeout ${limit}s)" >&2
-    timeout --kill-after=10 "$limit" "$@" >"$out/$log" 2>"$out/${log%.*}.err"
-    rc=$?
-    printf '%s\t%s\t%s\n' "$name" "$rc" "$(( $(date +%s) - s ))" >>"$out/steps.tsv"
-    [ "$rc" = 0 ] || echo "    $name: exit $rc$([ "$rc" = 124 ] && echo ' (timed out)'); see $out/${log%.*}.err" >&2
-    summarize
-    return 0
-}
+. "$here/experiments/steps.sh"
 
 if "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
     device=cuda

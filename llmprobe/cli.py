@@ -150,6 +150,9 @@ def roofline(gpu, model_name, batch, prompt_len, gen_len, dtype, kv_dtype, tp, g
 @click.option("--pp", default=1, show_default=True, type=int, help="Pipeline-parallel degree (vLLM's executor).")
 @click.option("--distributed-executor-backend", type=click.Choice(["mp", "ray"]), default=None,
               help="vLLM's executor for multi-GPU or multi-node runs.")
+@click.option("--engine-arg", "engine_args", multiple=True, metavar="KEY=VALUE",
+              help="Any other vLLM engine argument, VALUE as JSON where it parses (repeatable), "
+                   "e.g. --engine-arg 'compilation_config={\"cudagraph_capture_sizes\": [1, 8]}'.")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
               help="hf backend: where to run.")
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -158,15 +161,15 @@ def roofline(gpu, model_name, batch, prompt_len, gen_len, dtype, kv_dtype, tp, g
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as one JSON document.")
 def profile(model_name, backend, batch, prompt_len, gen_len, runs, warmup, layers, weights, dtype, quantization,
             kv_cache_dtype, max_model_len, gpu_memory_utilization, enforce_eager, tp, pp,
-            distributed_executor_backend, device, seed, provider, out, as_json) -> None:
+            distributed_executor_backend, engine_args, device, seed, provider, out, as_json) -> None:
     """Run the real engine and time every prefill and decode step (TTFT, TPOT, TPS)."""
     from . import commands
     commands.profile(model_name=model_name, backend=backend, batches=batch, prompt_lens=prompt_len, gen_lens=gen_len,
                      runs=runs, warmup=warmup, layers=layers, weights=weights, dtype=dtype, quantization=quantization,
                      kv_cache_dtype=kv_cache_dtype, max_model_len=max_model_len,
                      gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager, tp=tp, pp=pp,
-                     distributed_executor_backend=distributed_executor_backend, device=device, seed=seed,
-                     provider=provider, out=out, as_json=as_json)
+                     distributed_executor_backend=distributed_executor_backend, engine_args=engine_args,
+                     device=device, seed=seed, provider=provider, out=out, as_json=as_json)
 
 
 # ---- explain ----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import os
 import re
 import sys
@@ -103,12 +104,15 @@ def profile(*, model_name: str, backend: str, batches, prompt_lens, gen_lens, ru
             layers: int | None, weights: str, dtype: str, quantization: str | None, kv_cache_dtype: str,
             max_model_len: int | None, gpu_memory_utilization: float, enforce_eager: bool, tp: int, pp: int,
             distributed_executor_backend: str | None, device: str, seed: int, provider: str | None,
-            out: str | None, as_json: bool) -> None:
+            out: str | None, as_json: bool, engine_args: tuple[str, ...] = ()) -> None:
     from .profiling import profile as run_profile, scenarios_from
     if weights == "real" and not os.path.isdir(model_name):
         raise UserError("--weights real needs --model to be a local checkpoint folder")
     resolve_model(model_name)  # fail fast on a bad name, before any engine import
     extra = {"distributed_executor_backend": distributed_executor_backend} if distributed_executor_backend else {}
+    extra.update(parse_engine_args(engine_args))
+    if extra and backend != "vllm":
+        raise UserError("--engine-arg and --distributed-executor-backend are vLLM engine arguments: use --backend vllm")
     engine_options = dict(weights=weights, dtype=torch_name(dtype), quantization=quantization,
                           kv_cache_dtype=kv_cache_dtype, tp=tp, pp=pp, max_model_len=max_model_len,
                           gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager, device=device,
@@ -131,6 +135,20 @@ def profile(*, model_name: str, backend: str, batches, prompt_lens, gen_lens, ru
         return render.emit_json(record)
     render.print_profile(record)
     render.console.print(f"run record: {out}")
+
+
+def parse_engine_args(items: tuple[str, ...]) -> dict[str, Any]:
+    """KEY=VALUE pairs for vLLM's engine; VALUE is JSON where it parses (numbers, lists, objects), else text."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise UserError(f"--engine-arg {item!r}: expected KEY=VALUE with KEY an engine argument name")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def explain(*, paths: list[str], report_dir: str | None, gpu: str | None, ceilings_file: str | None,

@@ -45,7 +45,8 @@ def check_record(rec: dict, tmp_path) -> None:
         for k in ("ttft_s", "tpot_s", "total_latency_s", "tps"):
             s = sc["summary"][k]
             assert s["n"] == rec["config"]["runs"] and s["min"] <= s["median"] <= s["max"]
-        assert sc["summary"]["ttft_s"]["max"] < sc["summary"]["total_latency_s"]["min"]
+        # within each run (across runs a noisy machine can make one run's TTFT outlast another's latency)
+        assert all(r["metrics"]["ttft_s"] < r["metrics"]["total_latency_s"] for r in sc["runs"])
     path = tmp_path / "rec.json"
     path.write_text(json.dumps(rec))
     assert load_run_record(path) == json.loads(json.dumps(rec))

