@@ -43,6 +43,10 @@ if "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
     export PYTHONPATH="$site:$PYTHONPATH"
     # vLLM's own log (attention backend, compile and graph-capture times) into each profile's .log
     export VLLM_CONFIGURE_LOGGING=1 VLLM_LOGGING_LEVEL=INFO LLMPROBE_VLLM_LOG_LEVEL=INFO
+    # Model Runner V2's sampler imports FlashInfer whenever this is on (it assumes the package is
+    # there); the bundle leaves FlashInfer out (its kernels JIT-compile or download cubins), and greedy
+    # sampling needs no top-p/top-k kernel: the PyTorch sampler runs.
+    export VLLM_USE_FLASHINFER_SAMPLER=0
     step "vllm imports" 60 closure.log -- "$py" "$here/experiments/vllm_closure.py"
     # Full width, ~34-35 GB of weights each. CUDA graphs and torch.compile as vLLM runs them by
     # default; graphs captured only for the two batch sizes run (capture for all sizes costs time).

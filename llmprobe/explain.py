@@ -111,7 +111,7 @@ def run_breakdown(run: dict[str, Any], cost: CostModel) -> dict[str, Any]:
     phases = {p: dict.fromkeys(FLOOR_PARTS + ("above_floor_s", "host_in_step_s", "host_between_steps_s",
                                               "mixed_steps_s"), 0.0) for p in ("prefill", "decode")}
     totals = {p: {"bytes": 0.0, "flops": 0.0, "time_s": 0.0, "floor_s": 0.0, "steps": 0} for p in ("prefill", "decode", "mixed")}
-    beaten = []
+    beaten, concentrated = [], 0
     spans = timeline(run)
     for st, sp in zip(run["steps"], spans):
         seqs = [(q, c) for _, q, c, _ in st["seqs"]]
@@ -119,6 +119,12 @@ def run_breakdown(run: dict[str, Any], cost: CostModel) -> dict[str, Any]:
         kind = "mixed" if st["mixed"] else ("prefill" if st["prefill_tokens"] else "decode")
         phase = phases["decode" if kind == "decode" else "prefill"]
         t = _step_time_s(st)
+        if cost.model.is_moe and t < BEATS_FLOOR * floor.floor_s:
+            # The MoE floor counts the experts uniform routing is expected to touch; a step whose
+            # tokens shared experts touched fewer. Only the top-k minimum is a floor no step can beat.
+            lower = cost.step(seqs, optimistic=True)
+            if t >= BEATS_FLOOR * lower.floor_s:
+                floor, concentrated = lower, concentrated + 1
         phase["host_between_steps_s"] += sp["gap_s"]
         if kind == "mixed":
             phase["mixed_steps_s"] += sp["span_s"]
@@ -140,7 +146,7 @@ def run_breakdown(run: dict[str, Any], cost: CostModel) -> dict[str, Any]:
             beaten.append({"index": st["index"], "phase": kind, "measured_s": t, "floor_s": floor.floor_s,
                            "bound": floor.bound})
     phases["decode"]["host_between_steps_s"] += spans[-1]["tail_s"]
-    return {"phases": phases, "totals": totals, "beaten": beaten}
+    return {"phases": phases, "totals": totals, "beaten": beaten, "concentrated": concentrated}
 
 
 def _mean_dicts(ds: Sequence[dict[str, float]]) -> dict[str, float]:
@@ -197,6 +203,12 @@ def explain_scenario(sc: dict[str, Any], record: dict[str, Any], inp: Inputs) ->
         flags.append({"kind": "faster_than_floor", "message":
                       f"{len(beaten)} step(s) ran faster than their floor (worst: {worst['phase']} step "
                       f"{worst['index']} at {worst['measured_s'] / worst['floor_s']:.0%} of it): doubt {doubt}"})
+    concentrated = sum(r["concentrated"] for r in runs)
+    if concentrated:
+        flags.append({"kind": "routing_concentrated", "message":
+                      f"{concentrated} MoE step(s) ran under the floor that assumes uniform routing (but not under the "
+                      f"top-k minimum): their tokens touched fewer distinct experts than uniform routing predicts; "
+                      f"they are explained against the top-k floor"})
     for key, s in sm.items():
         spread = relative_spread(s)
         if spread is not None and spread > SPREAD_LIMIT:

@@ -215,3 +215,25 @@ def test_batch_split_and_busy_host_are_flagged():
     sc["host_load"] = {"busy": True, "reasons": ["other processes used 0.90 of 2 core(s) during the runs"]}
     kinds = {f["kind"] for f in explain_record(rec)["scenarios"][0]["flags"]}
     assert {"batch_split", "busy_host"} <= kinds
+
+
+def test_moe_steps_between_the_topk_and_uniform_floors_are_explained():
+    """Tokens that share experts touch fewer than uniform routing predicts: under the expected-experts
+    floor is possible, under the top-k minimum is not."""
+    m = resolve_model("tiny-mixtral")
+    cm = CostModel(m, TOY)
+    seqs = [[f"r{i}", 1, 8, "d"] for i in range(8)]
+    rows = [(q, c) for _, q, c, _ in seqs]
+    expected, low = cm.step(rows).floor_s, cm.step(rows, optimistic=True).floor_s
+    assert low < expected
+    rec = hand_record()
+    rec["config"]["model"], rec["model_config"] = "tiny-mixtral", m.config
+    run = rec["scenarios"][0]["runs"][0]
+    t = (low + expected) / 2 if low * 1.05 < expected else expected * 0.99
+    run["steps"] = [_step(0, seqs, 0.0, host_ms=t * 1e3 + 0.1, device_ms=t * 1e3)]
+    run["wall_s"] = run["steps"][0]["t_end_s"] + 0.0001
+    s = explain_record(rec)["scenarios"][0]
+    assert s["explained"] and any(f["kind"] == "routing_concentrated" for f in s["flags"])
+    assert min(v for ph in s["breakdown"].values() for v in ph.values()) >= 0
+    run["steps"][0]["device_ms"] = low * 0.5 * 1e3                  # under the top-k minimum: not explained
+    assert not explain_record(rec)["scenarios"][0]["explained"]
