@@ -12,20 +12,9 @@
 # CPU with tiny models and says so. The budget, step by step: docs/methodology.md.
 set -uo pipefail
 out=${1:?usage: gpu_acceptance.sh OUTDIR}
-mkdir -p "$out"
-here=$(cd "$(dirname "$0")/.." && pwd)
-cd "$here"
-py=${PYTHON:-python3}
-# The checkout itself, installed or not: llmprobe binds kernels/ as llmprobe.kernels either way.
-export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
-export LLMPROBE_CACHE_DIR="$out/cache"
-export PYTHONUNBUFFERED=1
-t0=$(date +%s)
-: >"$out/steps.tsv"
+. "$(dirname "$0")/steps.sh"
 
-. "$here/experiments/steps.sh"
-
-if "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+if has_cuda; then
     device=cuda
     # Full width, as many layers as fit the time: ~34 GB of Llama-2-70B, ~35 GB of Mixtral-8x7B.
     # Mixtral at batch 1 only: transformers' batched_mm decode copies each selected expert per token
@@ -51,10 +40,7 @@ for mlb in "${models[@]}"; do
         --out "$out/profile-$m.json"
     i=$(( i + 1 ))
 done
-if compgen -G "$out/profile-*.json" >/dev/null; then
-    step "explain" "${limits[3]}" explain.json -- \
-        "$py" -m llmprobe explain "$out"/profile-*.json --report "$out/report" --json
-fi
+explain_all "${limits[3]}"
 if [ "$device" = cuda ]; then   # the GPU-marked tests, which skip everywhere else
     step "pytest -m gpu" "${limits[4]}" pytest-gpu.log -- "$py" -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
 fi

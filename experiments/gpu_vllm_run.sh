@@ -14,18 +14,9 @@
 set -uo pipefail
 out=${1:?usage: gpu_vllm_run.sh OUTDIR [CHUNKDIR ...]}
 shift
-mkdir -p "$out"
-here=$(cd "$(dirname "$0")/.." && pwd)
-cd "$here"
-py=${PYTHON:-python3}
-export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
-export LLMPROBE_CACHE_DIR="$out/cache"
-export PYTHONUNBUFFERED=1
-t0=$(date +%s)
-: >"$out/steps.tsv"
-. "$here/experiments/steps.sh"
+. "$(dirname "$0")/steps.sh"
 
-if "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+if has_cuda; then
     device=cuda
     dirs=("$@")
     [ ${#dirs[@]} -gt 0 ] || dirs=("$here/.vb/chunks" /tmp/vllm-chunks)
@@ -72,9 +63,6 @@ for ml in "${models[@]}"; do
         --out "$out/profile-$m.json"
     i=$(( i + 1 ))
 done
-if compgen -G "$out/profile-*.json" >/dev/null; then
-    step "explain" "${limits[3]}" explain.json -- \
-        "$py" -m llmprobe explain "$out"/profile-*.json --report "$out/report" --json
-fi
+explain_all "${limits[3]}"
 echo "[$(( $(date +%s) - t0 ))s] done ($device)" >&2
 cat "$out/summary.txt"

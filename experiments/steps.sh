@@ -1,7 +1,17 @@
-# Shared by the GPU scripts (sourced, not run): one step = one command with its own timeout, its
-# output in OUTDIR, its exit code and seconds in OUTDIR/steps.tsv, and the summary table
-# (OUTDIR/summary.txt) rewritten after it, so a failed or timed-out step leaves the others summarized.
-# Needs: $out (the output folder), $here (the repository root), $py (python3), $t0 (start, epoch s).
+# Shared by the GPU scripts (sourced, not run; set $out first). It runs from the checkout itself,
+# installed or not (llmprobe binds kernels/ as llmprobe.kernels either way), and defines one step:
+# one command with its own timeout, its output in $out, its exit code and seconds in
+# $out/steps.tsv, and the summary table ($out/summary.txt) rewritten after it, so a failed or
+# timed-out step leaves the others summarized.
+mkdir -p "$out"
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$here"
+py=${PYTHON:-python3}
+export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
+export LLMPROBE_CACHE_DIR="$out/cache"
+export PYTHONUNBUFFERED=1
+t0=$(date +%s)
+: >"$out/steps.tsv"
 
 summarize() { "$py" "$here/experiments/acceptance_summary.py" "$out" >"$out/summary.txt" 2>>"$out/summary.log" || true; }
 
@@ -17,4 +27,13 @@ step() {
     [ "$rc" = 0 ] || echo "    $name: exit $rc$([ "$rc" = 124 ] && echo ' (timed out)'); see $out/${log%.*}.err" >&2
     summarize
     return 0
+}
+
+has_cuda() { "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; }
+
+# explain every profile written so far, within TIMEOUT_S
+explain_all() {
+    if compgen -G "$out/profile-*.json" >/dev/null; then
+        step "explain" "$1" explain.json -- "$py" -m llmprobe explain "$out"/profile-*.json --report "$out/report" --json
+    fi
 }

@@ -60,3 +60,14 @@ def test_bad_config_files(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 8}))
     r = run("roofline", "--gpu", "h100", "--model", str(tmp_path))
     assert r.returncode == 2 and "has no" in r.stderr
+
+
+def test_engine_args_parse_as_json_where_they_can():
+    from llmprobe.commands import parse_engine_args
+    from llmprobe.errors import UserError
+    args = parse_engine_args(("max_num_seqs=4", 'compilation_config={"cudagraph_capture_sizes": [1, 8]}',
+                              "distributed_executor_backend=mp"))
+    assert args == {"max_num_seqs": 4, "compilation_config": {"cudagraph_capture_sizes": [1, 8]},
+                    "distributed_executor_backend": "mp"}
+    with pytest.raises(UserError, match="KEY=VALUE"):
+        parse_engine_args(("no-equals-sign",))
