@@ -144,6 +144,7 @@ def test_cpu_pipeline_explained(cpu_pipeline):
         wall = sum(r["wall_s"] for r in sc["runs"]) / len(sc["runs"])
         total = sum(sum(parts.values()) for parts in s["breakdown"].values())
         assert total == pytest.approx(wall, rel=1e-9)
+        assert min(v for parts in s["breakdown"].values() for v in parts.values()) >= 0, s["breakdown"]
         assert 0 < s["achieved"]["decode"]["bandwidth_fraction"] <= 1
     files = doc["report_files"]
     assert {os.path.basename(f) for f in files} == {"report.md", "report.html", "roofline.png", "breakdown.png", "steps.png"}
