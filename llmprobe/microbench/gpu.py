@@ -45,6 +45,7 @@ BUDGET = {"quick": (0.05, 0.15, 0.5), "default": (0.1, 0.3, 2.0), "full": (0.1, 
 METHOD_BUDGET_S = {"quick": {"bandwidth": 3.0, "flops": 5.0}, "default": {"bandwidth": 5.0, "flops": 12.0},
                    "full": {"bandwidth": 6.0, "flops": 18.0}}
 
+
 class Suite:
     def __init__(self, mode: str, say: Callable[[str], None], methods: set[str]):
         import torch
@@ -191,7 +192,6 @@ class Suite:
             t = self.time(lambda: torch.matmul(a, b, out=c), rerandomize=lambda: c.normal_())
             pts.append({"shape": [m, n, k], "layout": lay, "value": 2 * m * n * k / t.median_s,
                         "best": 2 * m * n * k / t.best_s})
-            del a, w, b, c
         top = max(pts, key=lambda p: p["value"])
         return MethodResult("torch.matmul", "flops", dtype, top["value"], True,
                             best_params={"shape": top["shape"], "layout": top["layout"]}, sweep=pts,
@@ -227,7 +227,6 @@ class Suite:
             t = self.time(call)
             pts.append({"shape": [m, n, k], "fast_accum": fast, "value": 2 * m * n * k / t.median_s,
                         "best": 2 * m * n * k / t.best_s})
-            del a, b, out
         top = max(pts, key=lambda p: p["value"])
         return MethodResult("torch._scaled_mm", "flops", "fp8", top["value"], True,
                             best_params={"shape": top["shape"], "fast_accum": top["fast_accum"]}, sweep=pts,
