@@ -226,8 +226,11 @@ def explain_scenario(sc: dict[str, Any], record: dict[str, Any], inp: Inputs) ->
                       "it copies each selected expert's weights per token, so decode reads several times the "
                       "floor's expert bytes (an hf artefact; vLLM's fused MoE reads each touched expert once)"})
     for prob in sc.get("problems") or []:
-        kind = "batch_split" if "did not start together" in prob else "incomplete"
-        flags.append({"kind": kind, "message": prob})
+        flags.append({"kind": "incomplete", "message": prob})
+    adm = sc.get("admission") or {}
+    if adm.get("split_runs"):
+        flags.append({"kind": "batch_split", "message": f"run(s) {adm['split_runs']} did not start as one batch: their "
+                      f"first steps held {adm['first_step_requests']} of {adm['batch']} requests ({adm['method']})"})
     load = sc.get("host_load") or {}
     if load.get("busy"):
         flags.append({"kind": "busy_host", "message": "the machine was busy beside the runs (" + "; ".join(load["reasons"])

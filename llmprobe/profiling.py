@@ -114,6 +114,10 @@ def cross_check(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def scenario_warnings(summary: dict[str, Any]) -> list[str]:
     """What makes a scenario's figures suspect, in words (also flagged by explain)."""
     out = list(summary["problems"])
+    adm = summary.get("admission") or {}
+    if adm.get("split_runs"):
+        out.append(f"{len(adm['split_runs'])} run(s) did not start as one batch: their first step held "
+                   f"{adm['first_step_requests']} of {adm['batch']} requests ({adm['method']})")
     load = summary.get("host_load") or {}
     out += [f"busy machine: {r}" for r in load.get("reasons", [])]
     return out
@@ -133,10 +137,6 @@ def summarize_scenario(sc: Scenario, warmups: list[dict], runs: list[dict], tele
         short = [q["id"] for q in r["requests"] if q["output_tokens"] != sc.gen_len]
         if short:
             problems.append(f"run {i}: {len(short)} request(s) did not produce {sc.gen_len} tokens")
-        adm = r.get("admission") or {}
-        if adm and not adm["together"] and not adm["chunked_by_token_budget"]:
-            problems.append(f"run {i}: the batch did not start together: its first step held "
-                            f"{adm['first_step_requests']} of {adm['batch']} requests ({adm['method']})")
     summary = {k: summarize([m[k] for m in per_run]) for k in METRICS}
     phases = {}
     for ph in ("prefill", "decode", "mixed"):
@@ -145,7 +145,18 @@ def summarize_scenario(sc: Scenario, warmups: list[dict], runs: list[dict], tele
     phases["outside_steps_s"] = summarize([r["phases"]["outside_steps_s"] for r in runs])
     phases["overhead_per_step_ms"] = summarize([r["phases"]["overhead_per_step_ms"] for r in runs])
     return {**asdict(sc), "runs": runs, "warmup_runs": warmups, "summary": summary, "phases": phases,
-            "cross_check": cross_check(runs), "telemetry": telemetry, "host_load": host_load, "problems": problems}
+            "cross_check": cross_check(runs), "telemetry": telemetry, "host_load": host_load,
+            "admission": admission_summary(runs), "problems": problems}
+
+
+def admission_summary(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Which measured runs did not start as one batch (unless the token budget chunked the prompts)."""
+    adms = [r.get("admission") for r in runs]
+    if not all(adms):
+        return None
+    return {"method": adms[0]["method"], "batch": adms[0]["batch"],
+            "first_step_requests": [a["first_step_requests"] for a in adms],
+            "split_runs": [i for i, a in enumerate(adms) if not a["together"] and not a["chunked_by_token_budget"]]}
 
 
 # ---- the whole profile -----------------------------------------------------------------------------

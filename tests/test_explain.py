@@ -212,7 +212,7 @@ def test_hf_batched_mm_decode_is_flagged():
 def test_batch_split_and_busy_host_are_flagged():
     rec = hand_record()
     sc = rec["scenarios"][0]
-    sc["problems"] = ["run 0: the batch did not start together: its first step held 1 of 8 requests (none)"]
+    sc["admission"] = {"method": "none", "batch": 8, "first_step_requests": [1], "split_runs": [0]}
     sc["host_load"] = {"busy": True, "reasons": ["other processes used 0.90 of 2 core(s) during the runs"]}
     kinds = {f["kind"] for f in explain_record(rec)["scenarios"][0]["flags"]}
     assert {"batch_split", "busy_host"} <= kinds

@@ -53,7 +53,7 @@ def test_a_batch_of_8_starts_as_one_batch(monkeypatch, multiprocessing):
         first = run["steps"][0]
         assert first["prefill_reqs"] == 8 and not first["mixed"], run["steps"][:2]
         assert run["admission"]["together"]
-    assert not sc["problems"]
+    assert not sc["problems"] and sc["admission"]["split_runs"] == []
     expected = "paused scheduler" if multiprocessing == "1" else "in-process (synchronous adds)"
     assert rec["engine"]["admission"] == expected
 
