@@ -11,7 +11,7 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from llmprobe import CostModel, resolve_gpu, resolve_model
+from llmprobe import RankCosts, resolve_model
 from llmprobe.audit import ACHIEVABLE_SHARE, audit_file
 from llmprobe.pricing import tps_per_dollar_hour, usd_per_million_tokens
 from llmprobe.report import _md_table
@@ -61,7 +61,7 @@ def build_page(claims_csv: Path) -> str:
                     _md_table(["line", "provider", "batch", "TPS", "of bf16 ceiling", "verdict", "reason"], verdicts), ""]
     counts = Counter(c["verdict"] for c in claims)
     bf16_fits = [c for c in claims if c["precisions"]["bf16"]["fits"]]
-    weights = {m: CostModel(resolve_model(m), resolve_gpu("h100-sxm").ceilings()).resident_weight_bytes for m in MODEL_TITLE}
+    weights = {m: RankCosts.of(resolve_model(m)).resident_weight_bytes for m in MODEL_TITLE}
     bad_math = [c for c in claims if c.get("cost", {}).get("arithmetic_ok") is False]
     needs4 = [c for c in claims if "4-bit" in c["reason"]]
     out += ["## Summary", "",

@@ -14,7 +14,7 @@ def main() -> None:
     grid = Grid(models=[resolve_model(n) for n in ("llama-2-70b", "mixtral", "llama-3-8b", "mistral-7b", "mixtral-8x22b")],
                 ceilings=[g.ceilings() for g in gpu_catalog().values()],   # 11 GPUs
                 batches=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512], prompt_lens=[128, 256, 512, 1024, 2048],
-                gen_lens=[64, 128, 256, 512, 1024], tps=[1, 2, 4, 8], dtypes=["bf16", "fp8", "int4"])
+                gen_lens=[64, 128, 256, 512, 1024], tp_degrees=[1, 2, 4, 8], dtypes=["bf16", "fp8", "int4"])
     best = float("inf")
     for _ in range(3):
         t0 = time.perf_counter()

@@ -19,7 +19,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = sweep(Grid(models=[resolve_model("llama-2-70b"), resolve_model("mixtral")],
                       ceilings=[gpu_catalog()[g].ceilings() for g in ("a100-sxm-80gb", "h100-sxm", "h200", "l40s")],
-                      batches=[1, 8, 32], prompt_lens=[256], gen_lens=[256], tps=[1, 2, 4, 8],
+                      batches=[1, 8, 32], prompt_lens=[256], gen_lens=[256], tp_degrees=[1, 2, 4, 8],
                       dtypes=["bf16", "fp8", "int4"]))
     if args.csv:
         with open(args.csv, "w", newline="") as f:

@@ -11,7 +11,9 @@ from pathlib import Path as _Path
 from .errors import UserError
 from .hardware import Ceilings, GpuSpec, gpu_catalog, resolve_gpu
 from .models import ModelSpec, catalog_names, expected_experts_touched, from_hf_config, resolve_model
-from .roofline import CostModel, Grid, ScenarioBound, StepCost, sweep, to_table
+from .costs import Floors, RankCosts, StepCost, decode_cost, decode_sum, prefill_cost, roofline, step_cost
+from .memory import Card, fit_advice, memory_required
+from .roofline import Grid, ScenarioBound, bound, scenario, sweep, to_table
 
 __version__ = "0.1.0"
 
@@ -39,6 +41,7 @@ def _bind_kernels() -> None:
 
 _bind_kernels()
 
-__all__ = ["Ceilings", "CostModel", "GpuSpec", "Grid", "ModelSpec", "ScenarioBound", "StepCost", "UserError",
-           "catalog_names", "expected_experts_touched", "from_hf_config", "gpu_catalog", "resolve_gpu",
-           "resolve_model", "sweep", "to_table"]
+__all__ = ["Card", "Ceilings", "Floors", "GpuSpec", "Grid", "ModelSpec", "RankCosts", "ScenarioBound", "StepCost",
+           "UserError", "bound", "catalog_names", "decode_cost", "decode_sum", "expected_experts_touched", "fit_advice",
+           "from_hf_config", "gpu_catalog", "memory_required", "prefill_cost", "resolve_gpu", "resolve_model",
+           "roofline", "scenario", "step_cost", "sweep", "to_table"]

@@ -29,7 +29,7 @@ from .errors import UserError
 from .hardware import resolve_gpu
 from .models import resolve_model
 from .pricing import tps_per_dollar_hour, usd_per_million_tokens
-from .roofline import CostModel
+from .roofline import bound
 
 ACHIEVABLE_SHARE = 3.140 / 3.35
 COLUMNS = ("model", "gpu", "batch", "prompt_len", "gen_len", "tps", "tp", "dtype", "provider", "price_per_hour")
@@ -117,7 +117,7 @@ def _eight_bit(ceilings) -> str:
 
 
 def _bounds(model, ceil, dtype: str, c: Claim) -> dict[str, Any]:
-    s = CostModel(model, ceil, dtype=dtype, tp=c.tp).scenario(c.batch, c.prompt_len, c.gen_len, advise=False)
+    s = bound(model, ceil, c.batch, c.prompt_len, c.gen_len, dtype=dtype, tp=c.tp)
     return {"fits": s.fits_in_memory, "memory_required_bytes": s.memory_required_bytes, "tps_ceiling": s.tps_ceiling,
             "share_of_ceiling": c.tps / s.tps_ceiling, "tps_ceiling_optimistic": s.tps_ceiling_optimistic,
             "share_of_optimistic": c.tps / s.tps_ceiling_optimistic}

@@ -123,7 +123,7 @@ def roofline(gpu, model_name, batch, prompt_len, gen_len, dtype, kv_dtype, tp, g
     """Ceilings of a GPU (datasheet or measured) and a model's analytic bounds on them."""
     from . import commands
     commands.roofline(gpu=gpu, model_name=model_name, batches=batch, prompt_lens=prompt_len, gen_lens=gen_len,
-                      dtypes=dtype, kv_dtype=kv_dtype, tps=tp, gpu_memory_utilization=gpu_memory_utilization,
+                      dtypes=dtype, kv_dtype=kv_dtype, tp_degrees=tp, gpu_memory_utilization=gpu_memory_utilization,
                       mode=mode or "default", remeasure=remeasure, methods=methods, plot=plot, as_json=as_json)
 
 
@@ -212,7 +212,7 @@ def compare(records, prices_file, provider, tokens, predict, model_name, gpus, t
     """Tokens/s per dollar and $ per million tokens across providers and GPUs."""
     from . import commands
     commands.compare(paths=list(records), prices_file=prices_file, provider=provider, tokens=tokens, predict=predict,
-                     model_name=model_name, gpus=gpus, tps=tp, batches=batch, prompt_len=prompt_len, gen_len=gen_len,
+                     model_name=model_name, gpus=gpus, tp_degrees=tp, batches=batch, prompt_len=prompt_len, gen_len=gen_len,
                      dtype=dtype, efficiency=efficiency, csv_out=csv_out, md_out=md_out, plot=plot, as_json=as_json)
 
 

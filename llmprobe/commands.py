@@ -15,7 +15,8 @@ from .dtypes import torch_name
 from .errors import UserError
 from .hardware import Ceilings, resolve_gpu
 from .models import ModelSpec, resolve_model
-from .roofline import CostModel, Grid, ScenarioBound, sweep
+from .costs import Floors, RankCosts
+from .roofline import Grid, ScenarioBound, sweep
 
 
 def gpu_doc(c: Ceilings) -> dict[str, Any]:
@@ -25,12 +26,12 @@ def gpu_doc(c: Ceilings) -> dict[str, Any]:
 
 
 def model_doc(m: ModelSpec, dtypes: list[str], ceilings: Ceilings) -> dict[str, Any]:
-    by_dtype = {d: CostModel(m, ceilings, dtype=d).resident_weight_bytes for d in dtypes}
+    by_dtype = {d: RankCosts.of(m, dtype=d).resident_weight_bytes for d in dtypes}
     return dict(m.summary(), weight_bytes=by_dtype[dtypes[0]], weight_bytes_by_dtype=by_dtype,
                 weight_dtype=dtypes[0], layers_note=m.layers_note)
 
 
-def roofline(*, gpu: str, model_name: str | None, batches, prompt_lens, gen_lens, dtypes, kv_dtype, tps,
+def roofline(*, gpu: str, model_name: str | None, batches, prompt_lens, gen_lens, dtypes, kv_dtype, tp_degrees,
              gpu_memory_utilization: float, mode: str, remeasure: bool, methods, plot: str | None,
              as_json: bool) -> None:
     model = resolve_model(model_name) if model_name else None
@@ -48,11 +49,12 @@ def roofline(*, gpu: str, model_name: str | None, batches, prompt_lens, gen_lens
         datasheet = ceilings
     bounds: list[ScenarioBound] = []
     if model is not None:
-        for t in tps:  # validate every TP degree up front: a bad one is a user error, not a skipped row
-            CostModel(model, ceilings, dtype=dtypes[0], kv_dtype=kv_dtype, tp=t,
-                      gpu_memory_utilization=gpu_memory_utilization)
+        from .memory import card_of
+        card_of(ceilings, gpu_memory_utilization)
+        for t in tp_degrees:  # validate every TP degree up front: a bad one is a user error, not a skipped row
+            Floors.of(model, ceilings, dtype=dtypes[0], kv_dtype=kv_dtype, tp=t)
         bounds = sweep(Grid(models=[model], ceilings=[ceilings], batches=batches, prompt_lens=prompt_lens,
-                            gen_lens=gen_lens, tps=tps, dtypes=dtypes, kv_dtype=kv_dtype), advise=True,
+                            gen_lens=gen_lens, tp_degrees=tp_degrees, dtypes=dtypes, kv_dtype=kv_dtype), advise=True,
                        gpu_memory_utilization=gpu_memory_utilization)
     if plot:
         from .report import roofline_chart
@@ -198,7 +200,7 @@ def prices(*, prices_file: str | None, as_json: bool) -> None:
 
 
 def compare(*, paths: list[str], prices_file: str | None, provider: str | None, tokens: float | None, predict: bool,
-            model_name: str | None, gpus, tps, batches, prompt_len: int, gen_len: int, dtype: str,
+            model_name: str | None, gpus, tp_degrees, batches, prompt_len: int, gen_len: int, dtype: str,
             efficiency: float | None, csv_out: str | None, md_out: str | None, plot: str | None, as_json: bool) -> None:
     from . import compare as cmp
     from .pricing import load_prices
@@ -215,7 +217,7 @@ def compare(*, paths: list[str], prices_file: str | None, provider: str | None, 
             raise UserError(f"--efficiency must be in (0, 1], got {efficiency}")
         effs = ([{"batch": b, "efficiency": efficiency, "record": "--efficiency", "ceilings_source": "no"} for b in batches]
                 if efficiency is not None else cmp.efficiency_by_batch(records))
-        rows = cmp.predicted_rows(resolve_model(model_name), gpus, tps, batches, prompt_len, gen_len, dtype,
+        rows = cmp.predicted_rows(resolve_model(model_name), gpus, tp_degrees, batches, prompt_len, gen_len, dtype,
                                   price_list, effs, tokens)
     elif not records:
         raise UserError("give run records to compare, or --predict with --model and --gpus")

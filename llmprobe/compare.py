@@ -14,7 +14,9 @@ from .errors import UserError
 from .hardware import match_device_name, resolve_gpu
 from .models import ModelSpec
 from .pricing import Price, price_for, tps_per_dollar_hour, usd_per_million_tokens, workload_cost_usd
-from .roofline import CostModel
+from .costs import Floors
+from .memory import card_of
+from .roofline import scenario
 
 
 def _cost_fields(tps: float | None, price: Price | None, gpus: int, tokens: float | None) -> dict[str, Any]:
@@ -70,7 +72,7 @@ def efficiency_by_batch(records: Sequence[tuple[str, dict[str, Any]]]) -> list[d
     return out
 
 
-def predicted_rows(model: ModelSpec, gpus: Sequence[str], tps_degrees: Sequence[int], batches: Sequence[int],
+def predicted_rows(model: ModelSpec, gpus: Sequence[str], tp_degrees: Sequence[int], batches: Sequence[int],
                    prompt_len: int, gen_len: int, dtype: str, prices: list[Price],
                    efficiencies: list[dict[str, Any]], tokens: float | None = None) -> list[dict[str, Any]]:
     if not efficiencies:
@@ -78,11 +80,11 @@ def predicted_rows(model: ModelSpec, gpus: Sequence[str], tps_degrees: Sequence[
     rows = []
     for gid in gpus:
         spec = resolve_gpu(gid)
-        for tp in tps_degrees:
-            cm = CostModel(model, spec.ceilings(), dtype=dtype, tp=tp)
+        for tp in tp_degrees:
+            f = Floors.of(model, spec.ceilings(), dtype=dtype, tp=tp)
             for b in batches:
                 eff = min(efficiencies, key=lambda e: (abs(e["batch"] - b), -e["batch"]))
-                s = cm.scenario(b, prompt_len, gen_len, advise=True)
+                s = scenario(f, card_of(f.ceilings), b, prompt_len, gen_len, advise=True)
                 tps = s.tps_ceiling * eff["efficiency"] if s.fits_in_memory else None
                 for price in price_for(prices, None, spec.id) or [None]:
                     rows.append({"kind": "predicted", "model": model.name, "layers_note": None, "gpu": spec.id, "tp": tp,

@@ -26,7 +26,9 @@ from .dtypes import nbytes
 from .errors import UserError
 from .hardware import Ceilings, match_device_name, resolve_gpu
 from .models import from_hf_config
-from .roofline import CostModel
+from .costs import Floors, RankCosts, step_cost
+from .memory import card_of
+from .roofline import scenario
 from .timing import relative_spread
 
 SPREAD_LIMIT = 0.05
@@ -38,7 +40,7 @@ FLOOR_PARTS = ("weights_s", "kv_read_s", "kv_write_s", "linear_flops_s", "attent
 class Inputs:
     ceilings: Ceilings
     source: str                # "measured" | "datasheet"
-    cost: CostModel
+    floors: Floors
 
 
 def ceilings_for(record: dict[str, Any], gpu: str | None = None, ceilings_file: dict | None = None) -> tuple[Ceilings, str]:
@@ -67,8 +69,7 @@ def inputs_for(record: dict[str, Any], gpu: str | None = None, ceilings_file: di
         spec = full.with_layers(spec.num_layers)
     ceil, source = ceilings_for(record, gpu, ceilings_file)
     kv = "fp8" if str(cfg.get("kv_cache_dtype", "auto")).startswith("fp8") else None
-    cost = CostModel(spec, ceil, dtype=cfg.get("weight_dtype", "bf16"), kv_dtype=kv, tp=cfg.get("tp", 1))
-    return Inputs(ceil, source, cost)
+    return Inputs(ceil, source, Floors.of(spec, ceil, dtype=cfg.get("weight_dtype", "bf16"), kv_dtype=kv, tp=cfg.get("tp", 1)))
 
 
 def _step_time_s(step: dict[str, Any]) -> float:
@@ -105,9 +106,9 @@ def timeline(run: dict[str, Any]) -> list[dict[str, float]]:
     return out
 
 
-def run_breakdown(run: dict[str, Any], cost: CostModel) -> dict[str, Any]:
+def run_breakdown(run: dict[str, Any], f: Floors) -> dict[str, Any]:
     """Parts of one run's wall time per phase, and per-step floors."""
-    bw, peak = cost.bw, cost.peak
+    bw, peak = f.bw, f.peak
     phases = {p: dict.fromkeys(FLOOR_PARTS + ("above_floor_s", "host_in_step_s", "host_between_steps_s",
                                               "mixed_steps_s"), 0.0) for p in ("prefill", "decode")}
     totals = {p: {"bytes": 0.0, "flops": 0.0, "time_s": 0.0, "floor_s": 0.0, "steps": 0} for p in ("prefill", "decode", "mixed")}
@@ -115,14 +116,14 @@ def run_breakdown(run: dict[str, Any], cost: CostModel) -> dict[str, Any]:
     spans = timeline(run)
     for st, sp in zip(run["steps"], spans):
         seqs = [(q, c) for _, q, c, _ in st["seqs"]]
-        floor = cost.step(seqs)
+        floor = step_cost(f, seqs)
         kind = "mixed" if st["mixed"] else ("prefill" if st["prefill_tokens"] else "decode")
         phase = phases["decode" if kind == "decode" else "prefill"]
         t = _step_time_s(st)
-        if cost.model.is_moe and t < BEATS_FLOOR * floor.floor_s:
+        if f.model.is_moe and t < BEATS_FLOOR * floor.floor_s:
             # The MoE floor counts the experts uniform routing is expected to touch; a step whose
             # tokens shared experts touched fewer. Only the top-k minimum is a floor no step can beat.
-            lower = cost.step(seqs, optimistic=True)
+            lower = step_cost(f, seqs, optimistic=True)
             if t >= BEATS_FLOOR * lower.floor_s:
                 floor, concentrated = lower, concentrated + 1
         phase["host_between_steps_s"] += sp["gap_s"]
@@ -154,11 +155,11 @@ def _mean_dicts(ds: Sequence[dict[str, float]]) -> dict[str, float]:
 
 
 def explain_scenario(sc: dict[str, Any], record: dict[str, Any], inp: Inputs) -> dict[str, Any]:
-    cost, ceil = inp.cost, inp.ceilings
+    f, ceil = inp.floors, inp.ceilings
     b, p, g = sc["batch"], sc["prompt_len"], sc["gen_len"]
-    bound = cost.scenario(b, p, g, advise=False)
+    bound = scenario(f, card_of(ceil), b, p, g, advise=False)
     sm = sc["summary"]
-    runs = [run_breakdown(r, cost) for r in sc["runs"]]
+    runs = [run_breakdown(r, f) for r in sc["runs"]]
     flags: list[dict[str, str]] = []
 
     def eff(floor, measured):
@@ -185,15 +186,15 @@ def explain_scenario(sc: dict[str, Any], record: dict[str, Any], inp: Inputs) ->
         if tot["time_s"] > 0:
             achieved[ph] = {"bytes_per_s": tot["bytes"] / tot["time_s"], "flops_per_s": tot["flops"] / tot["time_s"],
                             "bandwidth_fraction": tot["bytes"] / tot["time_s"] / ceil.hbm_bytes_per_s,
-                            "flops_fraction": tot["flops"] / tot["time_s"] / cost.peak,
+                            "flops_fraction": tot["flops"] / tot["time_s"] / f.peak,
                             "intensity_flop_per_byte": tot["flops"] / tot["bytes"] if tot["bytes"] else None,
                             "steps_per_run": tot["steps"], "step_time_s": tot["time_s"], "floor_s": tot["floor_s"],
                             "timer": "device" if all(s["device_ms"] is not None for s in sc["runs"][0]["steps"]) else "host"}
     out["achieved"] = achieved
     # ---- layer-sampled runs ----
-    spec = cost.model
+    spec = f.model
     if spec.full_num_layers and spec.full_num_layers != spec.num_layers:
-        out["extrapolated"] = extrapolate(sc, cost)
+        out["extrapolated"] = extrapolate(sc, f)
     # ---- consistency checks ----
     beaten = [s for r in runs for s in r["beaten"]]
     if beaten:
@@ -253,24 +254,24 @@ def explain_scenario(sc: dict[str, Any], record: dict[str, Any], inp: Inputs) ->
     return out
 
 
-def extrapolate(sc: dict[str, Any], cost: CostModel) -> dict[str, Any]:
+def extrapolate(sc: dict[str, Any], f: Floors) -> dict[str, Any]:
     """Full-model estimate from a layer-sampled run: per-layer time x layers + the fixed part.
 
     The fixed part is the time that does not scale with layers: everything between and around
     steps, and the share of each step's device time that the floor gives to the lm_head, the final
     norm and the embedding gather (its fraction of the floor). The rest scales by full/sampled layers.
     """
-    spec = cost.model
+    spec, c = f.model, f.costs
     k = spec.full_num_layers / spec.num_layers
-    full_cost = CostModel(from_hf_config({**spec.config, "num_hidden_layers": spec.full_num_layers}, spec.name),
-                          cost.ceilings, dtype=cost.dtype, kv_dtype=cost.kv_dtype, tp=cost.tp)
+    full = Floors.of(from_hf_config({**spec.config, "num_hidden_layers": spec.full_num_layers}, spec.name),
+                     f.ceilings, dtype=c.dtype, kv_dtype=c.kv_dtype, tp=c.tp)
     ests = []
     for run in sc["runs"]:
         est_wall, first_token = 0.0, None
         prev_end = 0.0
         for st in run["steps"]:
-            floor = cost.step([(q, c) for _, q, c, _ in st["seqs"]])
-            layer_share = 1.0 - _fixed_share(cost, floor, rows=len(st["seqs"]))
+            floor = step_cost(f, [(q, cached) for _, q, cached, _ in st["seqs"]])
+            layer_share = 1.0 - _fixed_share(c, floor, rows=len(st["seqs"]))
             t = _step_time_s(st)
             scaled = t * (1 - layer_share) + t * layer_share * k
             est_wall += (st["t_start_s"] - prev_end) + (st["t_end_s"] - st["t_start_s"] - t) + scaled
@@ -282,20 +283,20 @@ def extrapolate(sc: dict[str, Any], cost: CostModel) -> dict[str, Any]:
         ests.append({"wall_s": est_wall, "tps": out_tokens / est_wall, "ttft_s": first_token})
     n = len(ests)
     tps = sum(e["tps"] for e in ests) / n
-    full_bound = full_cost.scenario(sc["batch"], sc["prompt_len"], sc["gen_len"], advise=False)
+    full_bound = scenario(full, card_of(f.ceilings), sc["batch"], sc["prompt_len"], sc["gen_len"], advise=False)
     return {"label": f"extrapolated from {spec.num_layers} to {spec.full_num_layers} layers",
             "tps": tps, "ttft_s": sum(e["ttft_s"] or 0 for e in ests) / n, "wall_s": sum(e["wall_s"] for e in ests) / n,
             "tps_ceiling_full": full_bound.tps_ceiling, "efficiency": tps / full_bound.tps_ceiling}
 
 
-def _fixed_share(cost: CostModel, floor, rows: int) -> float:
+def _fixed_share(c: RankCosts, floor, rows: int) -> float:
     """Fraction of a step's floor spent outside the decoder layers: the lm_head (and final norm)."""
     if floor.floor_s <= 0:
         return 0.0
     if floor.bound == "memory":
-        final_norm = cost.model.hidden_size * nbytes(cost.activation_dtype)
-        return min(1.0, (cost.lm_head_bytes + final_norm) / floor.bytes)
-    return min(1.0, cost.lm_head_flops_per_row * rows / floor.flops) if floor.flops else 0.0
+        final_norm = c.model.hidden_size * nbytes(c.activation_dtype)
+        return min(1.0, (c.lm_head_bytes + final_norm) / floor.bytes)
+    return min(1.0, c.lm_head_flops_per_row * rows / floor.flops) if floor.flops else 0.0
 
 
 def explain_record(record: dict[str, Any], gpu: str | None = None, ceilings_file: dict | None = None) -> dict[str, Any]:

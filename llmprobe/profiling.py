@@ -169,28 +169,27 @@ def _prompts(rng: random.Random, batch: int, length: int, vocab: int) -> list[li
 def preflight(spec: ModelSpec, scenarios: Sequence[Scenario], device: dict[str, Any], tp: int, dtype: str,
               kv_dtype: str | None, gpu_memory_utilization: float) -> dict[str, Any] | None:
     """Refuse, before any engine starts, a model that cannot fit: say what would."""
-    from .hardware import Ceilings, match_device_name
-    from .roofline import CostModel
+    from .costs import RankCosts
+    from .hardware import match_device_name
+    from .memory import Card, fit_advice, memory_required
     worst = max(scenarios, key=lambda s: s.batch * (s.prompt_len + s.gen_len))
     if device.get("kind") == "cuda":
         gpu = match_device_name(device.get("name") or "", device.get("memory_bytes"))
         if gpu is None:
             return None
-        ceil = gpu.ceilings()
-        if device.get("memory_bytes"):
-            ceil = Ceilings(**{**ceil.to_dict(), "memory_bytes": float(device["memory_bytes"])})
-        cm = CostModel(spec, ceil, dtype=dtype, kv_dtype=kv_dtype, tp=tp, gpu_memory_utilization=gpu_memory_utilization)
-        need, have = cm.memory_required(worst.batch, worst.prompt_len, worst.gen_len), cm.memory_available()
+        card = Card(float(device.get("memory_bytes") or gpu.memory_bytes), gpu_memory_utilization,
+                    has_interconnect=bool(gpu.interconnect_bytes_per_s))
+        costs = RankCosts.of(spec, dtype=dtype, kv_dtype=kv_dtype, tp=tp)
+        need, have = memory_required(costs, worst.batch, worst.prompt_len, worst.gen_len), card.available_bytes
         if need > have:
             raise UserError(f"{spec.name} does not fit on {gpu.name} at batch {worst.batch}: needs "
                             f"{need / 1e9:.1f} GB of {have / 1e9:.1f} GB; "
-                            f"{cm.fit_advice(worst.batch, worst.prompt_len, worst.gen_len)}")
+                            f"{fit_advice(costs, card, worst.batch, worst.prompt_len, worst.gen_len)}")
         return {"memory_required_bytes": need, "memory_available_bytes": have, "gpu_id": gpu.id}
     ram = device.get("memory_bytes")
     if ram:  # CPU: weights and KV live in RAM; keep 20% for everything else
-        ceil = Ceilings(name="cpu", hbm_bytes_per_s=1.0, peak_flops={"bf16": 1.0}, memory_bytes=float(ram))
-        cm = CostModel(spec, ceil, dtype=dtype, kv_dtype=kv_dtype)  # every rank shares the one RAM
-        need = cm.resident_weight_bytes + worst.batch * (worst.prompt_len + worst.gen_len) * cm.kv_entry_bytes
+        costs = RankCosts.of(spec, dtype=dtype, kv_dtype=kv_dtype)  # every rank shares the one RAM
+        need = costs.resident_weight_bytes + worst.batch * (worst.prompt_len + worst.gen_len) * costs.kv_entry_bytes
         if need > 0.8 * ram:
             raise UserError(f"{spec.name} needs {need / 1e9:.1f} GB of RAM, this machine has {ram / 1e9:.1f} GB: "
                             f"try --layers")

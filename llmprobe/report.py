@@ -46,21 +46,21 @@ def roofline_chart(path: str, ceilings: Ceilings, datasheet: Ceilings | None = N
     are where measured steps really ran, below the roof.
     """
     plt = _plt()
-    from .roofline import CostModel
+    from .costs import Floors, decode_cost, prefill_cost, roofline
     fig, ax = plt.subplots(figsize=(9, 6))
     compute = dtype
     if model is not None:
-        compute = CostModel(model, ceilings, dtype=dtype, kv_dtype=kv_dtype).compute_dtype
+        f = Floors.of(model, ceilings, dtype=dtype, kv_dtype=kv_dtype)
+        compute = f.compute_dtype
     _roof(ax, ceilings, compute, "-", ceilings.kind)
     if datasheet is not None:
         _roof(ax, datasheet, compute, "--", "datasheet")
     markers = {"prefill": "s", "decode": "o"}
     if model is not None:
-        cm = CostModel(model, ceilings, dtype=dtype, kv_dtype=kv_dtype)
         for b in batches:
-            for phase, step in (("prefill", cm.prefill(b, prompt_len)), ("decode", cm.decode(b, prompt_len))):
+            for phase, step in (("prefill", prefill_cost(f, b, prompt_len)), ("decode", decode_cost(f, b, prompt_len))):
                 x = step.flops / step.bytes
-                y = step.flops / max(step.memory_s, step.compute_s)
+                y = step.flops / roofline(step.flops, step.bytes, f.peak, f.bw)
                 ax.plot([x], [y], markers[phase], ms=8, label=f"{phase}, batch {b} (bound)")
                 ax.annotate(f"{phase[0].upper()}{b}", (x, y), textcoords="offset points", xytext=(5, -12), fontsize=8)
     for p in measured_points:
@@ -119,7 +119,8 @@ def breakdown_chart(path: str, explained: dict[str, Any]) -> str:
     return path
 
 
-def steps_chart(path: str, record: dict[str, Any], cost) -> str:
+def steps_chart(path: str, record: dict[str, Any], floors) -> str:
+    from .costs import step_cost
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 5))
     timer = "device"
@@ -131,9 +132,9 @@ def steps_chart(path: str, record: dict[str, Any], cost) -> str:
             if st["device_ms"] is None:
                 timer = "host"
             ys.append(st["device_ms"] if st["device_ms"] is not None else st["host_ms"])
-        floors = [cost.step([(q, c) for _, q, c, _ in st["seqs"]]).floor_s * 1e3 for st in run["steps"]]
+        floor_ms = [step_cost(floors, [(q, c) for _, q, c, _ in st["seqs"]]).floor_s * 1e3 for st in run["steps"]]
         line, = ax.plot(xs, ys, "-", lw=1, label=f"batch {sc['batch']} measured")
-        ax.plot(xs, floors, "--", lw=1, color=line.get_color(), label=f"batch {sc['batch']} floor")
+        ax.plot(xs, floor_ms, "--", lw=1, color=line.get_color(), label=f"batch {sc['batch']} floor")
     ax.set_yscale("log")
     ax.set_xlabel("step (first measured run)")
     ax.set_ylabel(f"step time, ms ({timer} timer)")
@@ -208,11 +209,11 @@ def write_report(out_dir: str, items: list[tuple[str, dict[str, Any], dict[str, 
         points = [{"label": f"{ph}, batch {s['batch']} (measured)", "phase": ph, "intensity": a["intensity_flop_per_byte"],
                    "flops_per_s": a["flops_per_s"]} for s in ex["scenarios"] for ph, a in s["achieved"].items()
                   if a["intensity_flop_per_byte"]]
-        compute = inputs_for(record).cost.compute_dtype
+        compute = inputs_for(record).floors.compute_dtype
         figs["roofline"] = roofline_chart(os.path.join(out_dir, f"{stem}roofline.png"), ceil,
                                           ds.ceilings() if ds else None, dtype=compute, measured_points=points)
         figs["breakdown"] = breakdown_chart(os.path.join(out_dir, f"{stem}breakdown.png"), ex)
-        figs["steps"] = steps_chart(os.path.join(out_dir, f"{stem}steps.png"), record, inputs_for(record).cost)
+        figs["steps"] = steps_chart(os.path.join(out_dir, f"{stem}steps.png"), record, inputs_for(record).floors)
         written += list(figs.values())
         title = f"{ex['model']}" + (f" [{ex['layers_note']}]" if ex.get("layers_note") else "") + f" — {ex['backend']} on {ex['device']}"
         md += [f"## {title}", "", f"Record: `{path}`. Ceilings: {ex['ceilings_source']} ({ex['ceilings']['source']}).", ""]

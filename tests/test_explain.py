@@ -8,7 +8,7 @@ import pytest
 from llmprobe.explain import explain_record
 from llmprobe.hardware import Ceilings
 from llmprobe.models import resolve_model
-from llmprobe.roofline import CostModel
+from llmprobe.costs import Floors, decode_cost, prefill_cost, step_cost
 
 TOY = Ceilings(name="toy", hbm_bytes_per_s=1e9, peak_flops={"bf16": 1e12}, memory_bytes=1e12, kind="measured")
 
@@ -29,11 +29,11 @@ def _step(index, seqs, t_start, host_ms, device_ms=None):
 def hand_record(scale: float = 1.0) -> dict:
     """tiny-llama, batch 1, prompt 4, gen 3 on toy ceilings; each step takes `scale` x 2 x its floor."""
     m = resolve_model("tiny-llama")
-    cm = CostModel(m, TOY)
+    f = Floors.of(m, TOY)
     layout = [[["r0", 4, 0, "p"]], [["r0", 1, 4, "d"]], [["r0", 1, 5, "d"]]]
     steps, t = [], 0.001                                   # 1 ms before the first step
     for i, seqs in enumerate(layout):
-        floor = cm.step([(q, c) for _, q, c, _ in seqs]).floor_s
+        floor = step_cost(f, [(q, c) for _, q, c, _ in seqs]).floor_s
         dev = 2 * floor * scale
         steps.append(_step(i, seqs, t, host_ms=dev * 1e3 + 0.5, device_ms=dev * 1e3))   # host: device + 0.5 ms
         t = steps[-1]["t_end_s"] + 0.0002                  # 0.2 ms between steps
@@ -56,8 +56,8 @@ def test_golden_breakdown():
     rec = hand_record()
     ex = explain_record(rec)
     s = ex["scenarios"][0]
-    cm = CostModel(resolve_model("tiny-llama"), TOY)
-    floors = [cm.prefill(1, 4).floor_s, cm.decode(1, 4).floor_s, cm.decode(1, 5).floor_s]
+    f = Floors.of(resolve_model("tiny-llama"), TOY)
+    floors = [prefill_cost(f, 1, 4).floor_s, decode_cost(f, 1, 4).floor_s, decode_cost(f, 1, 5).floor_s]
     pre, dec = s["breakdown"]["prefill"], s["breakdown"]["decode"]
     # floor parts: every step here is memory-bound on the toy card
     assert pre["weights_s"] + pre["kv_read_s"] + pre["kv_write_s"] == pytest.approx(floors[0])
@@ -167,11 +167,11 @@ def async_record() -> dict:
     """The record of an async GPU engine: each step's host interval ends long before its device work
     (host 0.2 ms, device 3 x floor), so device time runs into the gaps between steps."""
     rec = hand_record()
-    cm = CostModel(resolve_model("tiny-llama"), TOY)
+    f = Floors.of(resolve_model("tiny-llama"), TOY)
     run = rec["scenarios"][0]["runs"][0]
     t = 0.001
     for st in run["steps"]:
-        floor = cm.step([(q, c) for _, q, c, _ in st["seqs"]]).floor_s
+        floor = step_cost(f, [(q, c) for _, q, c, _ in st["seqs"]]).floor_s
         st.update(t_start_s=t, t_end_s=t + 0.0002, host_ms=0.2, device_ms=3 * floor * 1e3)
         t += 0.0003
     run["wall_s"] = run["steps"][0]["t_start_s"] + sum(s["device_ms"] for s in run["steps"]) / 1e3 + 0.0004
@@ -222,10 +222,10 @@ def test_moe_steps_between_the_topk_and_uniform_floors_are_explained():
     """Tokens that share experts touch fewer than uniform routing predicts: under the expected-experts
     floor is possible, under the top-k minimum is not."""
     m = resolve_model("tiny-mixtral")
-    cm = CostModel(m, TOY)
+    f = Floors.of(m, TOY)
     seqs = [[f"r{i}", 1, 8, "d"] for i in range(8)]
     rows = [(q, c) for _, q, c, _ in seqs]
-    expected, low = cm.step(rows).floor_s, cm.step(rows, optimistic=True).floor_s
+    expected, low = step_cost(f, rows).floor_s, step_cost(f, rows, optimistic=True).floor_s
     assert low < expected
     rec = hand_record()
     rec["config"]["model"], rec["model_config"] = "tiny-mixtral", m.config

@@ -10,7 +10,7 @@ from llmprobe.errors import UserError
 from llmprobe.hardware import resolve_gpu
 from llmprobe.models import resolve_model
 from llmprobe.pricing import load_prices, price_for, tps_per_dollar_hour, usd_per_million_tokens, workload_cost_usd
-from llmprobe.roofline import CostModel
+from llmprobe.roofline import bound
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,7 @@ def _claim(model, gpu, tps, batch=1, tp=1, dtype=None, **kw):
 
 
 def _ceiling(model, gpu, dtype, batch=1, tp=1, optimistic=False):
-    s = CostModel(resolve_model(model), resolve_gpu(gpu).ceilings(), dtype=dtype, tp=tp).scenario(batch, 256, 256, advise=False)
+    s = bound(resolve_model(model), resolve_gpu(gpu).ceilings(), batch, 256, 256, dtype=dtype, tp=tp)
     return s.tps_ceiling_optimistic if optimistic else s.tps_ceiling
 
 
