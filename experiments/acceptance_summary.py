@@ -13,7 +13,7 @@ from pathlib import Path
 
 from llmprobe.microbench import Measurement
 from llmprobe.microbench.targets import judge
-from llmprobe.render import throttle_text
+from llmprobe.units import throttle_text
 
 
 def _load(path: Path):

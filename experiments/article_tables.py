@@ -14,7 +14,7 @@ from pathlib import Path
 from llmprobe import RankCosts, resolve_model
 from llmprobe.audit import ACHIEVABLE_SHARE, audit_file
 from llmprobe.pricing import tps_per_dollar_hour, usd_per_million_tokens
-from llmprobe.report import _md_table
+from llmprobe.tables import markdown_table
 
 HERE = Path(__file__).resolve().parent
 CLAIMS = HERE / "data" / "article_claims.csv"
@@ -53,12 +53,12 @@ def build_page(claims_csv: Path) -> str:
                               f"{usd_per_million_tokens(b[1]['tps'], price):.2f}",
                               f"{usd_per_million_tokens(b[8]['tps'], price):.2f}"])
             out += [f"## {GPU_TITLE[gpu]} — {MODEL_TITLE[model]}", "",
-                    _md_table(["provider", "$/h", "TPS b1", "TPS b8", "TPS/$ b1 (article)", "TPS/$ b1 (recomputed)",
+                    markdown_table(["provider", "$/h", "TPS b1", "TPS b8", "TPS/$ b1 (article)", "TPS/$ b1 (recomputed)",
                                "TPS/$ b8 (article)", "TPS/$ b8 (recomputed)", "$/Mtok b1", "$/Mtok b8"], table), ""]
             verdicts = [[c["line"], c["provider"], c["batch"], f"{c['tps']:g}",
                          f"{c['precisions']['bf16']['share_of_ceiling']:.0%}", c["verdict"], c["reason"]] for c in rows]
             out += ["Audit (line = line of the claims CSV):", "",
-                    _md_table(["line", "provider", "batch", "TPS", "of bf16 ceiling", "verdict", "reason"], verdicts), ""]
+                    markdown_table(["line", "provider", "batch", "TPS", "of bf16 ceiling", "verdict", "reason"], verdicts), ""]
     counts = Counter(c["verdict"] for c in claims)
     bf16_fits = [c for c in claims if c["precisions"]["bf16"]["fits"]]
     weights = {m: RankCosts.of(resolve_model(m)).resident_weight_bytes for m in MODEL_TITLE}

@@ -1,4 +1,4 @@
-"""The llmprobe command line: parse, call the library, print a table or one JSON document."""
+"""The llmprobe command line: options, help and error handling; commands.py does the work."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import sys
 
 import click
 
-from . import render
 from .errors import UserError
 
 
@@ -64,37 +63,16 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def models(as_json: bool) -> None:
     """The model catalog, with exact parameter counts."""
-    from .models import ALIASES, catalog_names, load_catalog_model
-    specs = [load_catalog_model(n) for n in catalog_names()]
-    if as_json:
-        return render.emit_json({"models": [dict(s.summary(), aliases=sorted(a for a, t in ALIASES.items() if t == s.name))
-                                             for s in specs]})
-    rows = [[s.name, s.architecture, render.count(s.total_params), render.count(s.active_params_per_token),
-             s.num_layers, s.hidden_size, f"{s.num_heads}/{s.num_kv_heads}",
-             f"{s.experts_per_token}/{s.num_experts}" if s.is_moe else "-",
-             ", ".join(sorted(a for a, t in ALIASES.items() if t == s.name))] for s in specs]
-    render.console.print(render.table("Model catalog", ["model", "architecture", "total params", "active/token",
-                                                         "layers", "hidden", "heads/kv", "experts k/E", "aliases"], rows,
-                                      caption="Any Hugging Face config.json (file or folder) works too: --model ./path"))
+    from . import commands
+    commands.models(as_json=as_json)
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def gpus(as_json: bool) -> None:
     """The GPU catalog: datasheet ceilings and their sources."""
-    from .hardware import gpu_catalog
-    cat = gpu_catalog().values()
-    if as_json:
-        return render.emit_json({"gpus": [g.to_dict() for g in cat]})
-    rows = [[g.id, g.name, render.si(g.memory_bytes, "B"), render.si(g.hbm_bytes_per_s, "B/s"),
-             render.si(g.peak_flops.get("bf16"), "FLOP/s"), render.si(g.peak_flops.get("fp8"), "FLOP/s"),
-             render.si(g.peak_flops.get("int8"), "OP/s"), f"{render.si(g.interconnect_bytes_per_s, 'B/s')} {g.interconnect}",
-             ", ".join(g.aliases)] for g in cat]
-    render.console.print(render.table("GPU catalog (datasheet, dense)", ["id", "name", "memory", "HBM", "bf16", "fp8",
-                                                                          "int8", "interconnect/dir", "aliases"], rows))
-    render.console.print("Sources:")
-    for g in cat:
-        render.console.print(f"  {g.id}: {g.source}")
+    from . import commands
+    commands.gpus(as_json=as_json)
 
 
 # ---- roofline ---------------------------------------------------------------------------------
@@ -118,13 +96,10 @@ def gpus(as_json: bool) -> None:
               help="Measure only these method families: torch, triton, cupy (GPU).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write the roofline chart (PNG).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def roofline(gpu, model_name, batch, prompt_len, gen_len, dtype, kv_dtype, tp, gpu_memory_utilization, mode,
-             remeasure, methods, plot, as_json) -> None:
+def roofline(**options) -> None:
     """Ceilings of a GPU (datasheet or measured) and a model's analytic bounds on them."""
     from . import commands
-    commands.roofline(gpu=gpu, model_name=model_name, batches=batch, prompt_lens=prompt_len, gen_lens=gen_len,
-                      dtypes=dtype, kv_dtype=kv_dtype, tp_degrees=tp, gpu_memory_utilization=gpu_memory_utilization,
-                      mode=mode or "default", remeasure=remeasure, methods=methods, plot=plot, as_json=as_json)
+    commands.roofline(**options)
 
 
 # ---- profile ----------------------------------------------------------------------------------
@@ -159,17 +134,10 @@ def roofline(gpu, model_name, batch, prompt_len, gen_len, dtype, kv_dtype, tp, g
 @click.option("--provider", default=None, help="Cloud provider this runs on (else detected from the environment).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Run record path (default: results/<model>-<time>.json).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as one JSON document.")
-def profile(model_name, backend, batch, prompt_len, gen_len, runs, warmup, layers, weights, dtype, quantization,
-            kv_cache_dtype, max_model_len, gpu_memory_utilization, enforce_eager, tp, pp,
-            distributed_executor_backend, engine_args, device, seed, provider, out, as_json) -> None:
+def profile(**options) -> None:
     """Run the real engine and time every prefill and decode step (TTFT, TPOT, TPS)."""
     from . import commands
-    commands.profile(model_name=model_name, backend=backend, batches=batch, prompt_lens=prompt_len, gen_lens=gen_len,
-                     runs=runs, warmup=warmup, layers=layers, weights=weights, dtype=dtype, quantization=quantization,
-                     kv_cache_dtype=kv_cache_dtype, max_model_len=max_model_len,
-                     gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager, tp=tp, pp=pp,
-                     distributed_executor_backend=distributed_executor_backend, engine_args=engine_args,
-                     device=device, seed=seed, provider=provider, out=out, as_json=as_json)
+    commands.profile(**options)
 
 
 # ---- explain ----------------------------------------------------------------------------------
@@ -181,10 +149,10 @@ def profile(model_name, backend, batch, prompt_len, gen_len, runs, warmup, layer
 @click.option("--ceilings", "ceilings_file", type=click.Path(dir_okay=False),
               help="Explain against the ceilings of a `llmprobe roofline --json` output.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def explain(records, report_dir, gpu, ceilings_file, as_json) -> None:
+def explain(**options) -> None:
     """Measured tokens/s against the roofline, and where the time went."""
     from . import commands
-    commands.explain(paths=list(records), report_dir=report_dir, gpu=gpu, ceilings_file=ceilings_file, as_json=as_json)
+    commands.explain(**options)
 
 
 # ---- providers ----------------------------------------------------------------------------------
@@ -207,31 +175,28 @@ def explain(records, report_dir, gpu, ceilings_file, as_json) -> None:
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False), help="Write the tables as markdown.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a $/Mtok bar chart (PNG).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def compare(records, prices_file, provider, tokens, predict, model_name, gpus, tp, batch, prompt_len, gen_len, dtype,
-            efficiency, csv_out, md_out, plot, as_json) -> None:
+def compare(**options) -> None:
     """Tokens/s per dollar and $ per million tokens across providers and GPUs."""
     from . import commands
-    commands.compare(paths=list(records), prices_file=prices_file, provider=provider, tokens=tokens, predict=predict,
-                     model_name=model_name, gpus=gpus, tp_degrees=tp, batches=batch, prompt_len=prompt_len, gen_len=gen_len,
-                     dtype=dtype, efficiency=efficiency, csv_out=csv_out, md_out=md_out, plot=plot, as_json=as_json)
+    commands.compare(**options)
 
 
 @main.command()
 @click.argument("claims", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def audit(claims, as_json) -> None:
+def audit(**options) -> None:
     """Judge published tokens/s claims (CSV) against what the hardware can do."""
     from . import commands
-    commands.audit(path=claims, as_json=as_json)
+    commands.audit(**options)
 
 
 @main.command()
 @click.option("--prices", "prices_file", type=click.Path(dir_okay=False), help="TOML price file overriding the catalog.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def prices(prices_file, as_json) -> None:
+def prices(**options) -> None:
     """The price catalog and where each price came from."""
     from . import commands
-    commands.prices(prices_file=prices_file, as_json=as_json)
+    commands.prices(**options)
 
 
 if __name__ == "__main__":  # pragma: no cover

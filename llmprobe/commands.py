@@ -1,22 +1,41 @@
-"""What each CLI command does: gather inputs through the library, then print a table or JSON."""
+"""What each command does: gather its inputs through the library, then print its view or one JSON document.
+
+cli.py parses the command line; the keyword arguments here are click's parameter names.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import os
 import re
-import sys
 from typing import Any
 
-from . import render
+from . import views
 from .dtypes import torch_name
 from .errors import UserError
 from .hardware import Ceilings, resolve_gpu
 from .models import ModelSpec, resolve_model
 from .costs import Floors, RankCosts
 from .roofline import Grid, ScenarioBound, sweep
+from .terminal import console, emit_json, err_console, progress, stdout_to_stderr
+
+
+def models(*, as_json: bool) -> None:
+    from .models import ALIASES, catalog_names, load_catalog_model
+    specs = [load_catalog_model(n) for n in catalog_names()]
+    if as_json:
+        return emit_json({"models": [dict(s.summary(), aliases=sorted(a for a, t in ALIASES.items() if t == s.name))
+                                     for s in specs]})
+    views.print_models(specs, ALIASES)
+
+
+def gpus(*, as_json: bool) -> None:
+    from .hardware import gpu_catalog
+    cat = gpu_catalog().values()
+    if as_json:
+        return emit_json({"gpus": [g.to_dict() for g in cat]})
+    views.print_gpus(cat)
 
 
 def gpu_doc(c: Ceilings) -> dict[str, Any]:
@@ -31,15 +50,17 @@ def model_doc(m: ModelSpec, dtypes: list[str], ceilings: Ceilings) -> dict[str, 
                 weight_dtype=dtypes[0], layers_note=m.layers_note)
 
 
-def roofline(*, gpu: str, model_name: str | None, batches, prompt_lens, gen_lens, dtypes, kv_dtype, tp_degrees,
-             gpu_memory_utilization: float, mode: str, remeasure: bool, methods, plot: str | None,
+def roofline(*, gpu: str, model_name: str | None, batch, prompt_len, gen_len, dtype, kv_dtype, tp,
+             gpu_memory_utilization: float, mode: str | None, remeasure: bool, methods, plot: str | None,
              as_json: bool) -> None:
+    batches, prompt_lens, gen_lens, dtypes, tp_degrees, mode = batch, prompt_len, gen_len, dtype, tp, mode or "default"
     model = resolve_model(model_name) if model_name else None
     measured = None
     if gpu == "auto":
         from .microbench import measure_or_load
-        measured = measure_or_load(mode=mode, remeasure=remeasure, progress=not as_json,
-                                   methods=tuple(methods) if methods else None)
+        with progress("measuring ceilings", show=not as_json) as say:
+            measured = measure_or_load(mode=mode, remeasure=remeasure, progress=say,
+                                       methods=tuple(methods) if methods else None)
         ceilings = measured.ceilings()
         datasheet = measured.datasheet_ceilings()
     else:
@@ -57,7 +78,7 @@ def roofline(*, gpu: str, model_name: str | None, batches, prompt_lens, gen_lens
                             gen_lens=gen_lens, tp_degrees=tp_degrees, dtypes=dtypes, kv_dtype=kv_dtype), advise=True,
                        gpu_memory_utilization=gpu_memory_utilization)
     if plot:
-        from .report import roofline_chart
+        from .plots import roofline_chart
         roofline_chart(plot, ceilings=ceilings, datasheet=datasheet if datasheet is not ceilings else None,
                        model=model, batches=batches, prompt_len=prompt_lens[0], dtype=dtypes[0], kv_dtype=kv_dtype)
     doc: dict[str, Any] = {"gpu": gpu_doc(ceilings)}
@@ -71,72 +92,48 @@ def roofline(*, gpu: str, model_name: str | None, batches, prompt_lens, gen_lens
     if plot:
         doc["plot"] = plot
     if as_json:
-        return render.emit_json(doc)
+        return emit_json(doc)
     if measured is not None:
-        render.print_measurement(measured, datasheet)
+        views.print_measurement(measured, datasheet)
     else:
-        render.console.print(render.table(
-            f"{ceilings.name} — datasheet ceilings", ["memory", "HBM bandwidth", "bf16", "fp8", "interconnect/dir"],
-            [[render.si(ceilings.memory_bytes, "B"), render.si(ceilings.hbm_bytes_per_s, "B/s"),
-              render.si(ceilings.peak_flops.get("bf16"), "FLOP/s"), render.si(ceilings.peak_flops.get("fp8"), "FLOP/s"),
-              render.si(ceilings.interconnect_bytes_per_s, "B/s")]], caption=ceilings.source))
+        views.print_datasheet(ceilings)
     if model is not None:
-        render.print_bounds(model, ceilings, bounds)
+        views.print_bounds(model, ceilings, bounds)
     if plot:
-        render.console.print(f"roofline chart written to {plot}")
+        console.print(f"roofline chart written to {plot}")
 
 
-
-
-@contextlib.contextmanager
-def stdout_to_stderr():
-    """Engines and their child processes print to fd 1; keep stdout for our one document."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-def profile(*, model_name: str, backend: str, batches, prompt_lens, gen_lens, runs: int, warmup: int,
-            layers: int | None, weights: str, dtype: str, quantization: str | None, kv_cache_dtype: str,
-            max_model_len: int | None, gpu_memory_utilization: float, enforce_eager: bool, tp: int, pp: int,
-            distributed_executor_backend: str | None, device: str, seed: int, provider: str | None,
-            out: str | None, as_json: bool, engine_args: tuple[str, ...] = ()) -> None:
+def profile(*, model_name: str, backend: str, batch, prompt_len, gen_len, runs: int, warmup: int,
+            layers: int | None, provider: str | None, out: str | None, as_json: bool,
+            distributed_executor_backend: str | None = None, engine_args: tuple[str, ...] = (),
+            **engine: Any) -> None:
+    """``engine``: the fields of engines.EngineOptions, as the command line gave them."""
     from .profiling import profile as run_profile, scenarios_from
-    if weights == "real" and not os.path.isdir(model_name):
+    if engine.get("weights") == "real" and not os.path.isdir(model_name):
         raise UserError("--weights real needs --model to be a local checkpoint folder")
     resolve_model(model_name)  # fail fast on a bad name, before any engine import
     extra = {"distributed_executor_backend": distributed_executor_backend} if distributed_executor_backend else {}
     extra.update(parse_engine_args(engine_args))
     if extra and backend != "vllm":
         raise UserError("--engine-arg and --distributed-executor-backend are vLLM engine arguments: use --backend vllm")
-    engine_options = dict(weights=weights, dtype=torch_name(dtype), quantization=quantization,
-                          kv_cache_dtype=kv_cache_dtype, tp=tp, pp=pp, max_model_len=max_model_len,
-                          gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager, device=device,
-                          seed=seed, extra=extra)
+    engine_options = dict(engine, extra=extra)
+    if "dtype" in engine:
+        engine_options["dtype"] = torch_name(engine["dtype"])
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = os.path.join("results", f"{re.sub(r'[^A-Za-z0-9._-]+', '_', os.path.basename(model_name.rstrip('/')))}-{backend}-{stamp}.json")
-    scenarios = scenarios_from(batches, prompt_lens, gen_lens)
-    with render.err_console.status("llmprobe profile") as status, stdout_to_stderr():
-        def progress(msg: str) -> None:
-            status.update(msg)
-            render.err_console.log(msg)
+    scenarios = scenarios_from(batch, prompt_len, gen_len)
+    with progress("llmprobe profile") as say, stdout_to_stderr():
         try:
             record = run_profile(model_name, scenarios, backend=backend, runs=runs, warmup=warmup, layers=layers,
-                                 out=out, progress=progress, provider=provider, engine_options=engine_options)
+                                 out=out, progress=say, provider=provider, engine_options=engine_options)
         except KeyboardInterrupt:
-            render.err_console.print(f"interrupted: finished scenarios are kept in {out}")
+            err_console.print(f"interrupted: finished scenarios are kept in {out}")
             raise
     if as_json:
-        return render.emit_json(record)
-    render.print_profile(record)
-    render.console.print(f"run record: {out}")
+        return emit_json(record)
+    views.print_profile(record)
+    console.print(f"run record: {out}")
 
 
 def parse_engine_args(items: tuple[str, ...]) -> dict[str, Any]:
@@ -153,7 +150,7 @@ def parse_engine_args(items: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def explain(*, paths: list[str], report_dir: str | None, gpu: str | None, ceilings_file: str | None,
+def explain(*, records: list[str], report_dir: str | None, gpu: str | None, ceilings_file: str | None,
             as_json: bool) -> None:
     from .explain import explain_record
     from .records import load_json, load_run_record
@@ -164,7 +161,7 @@ def explain(*, paths: list[str], report_dir: str | None, gpu: str | None, ceilin
         if not isinstance(ceil_doc, dict) or "ceilings" not in ceil_doc:
             raise UserError(f"{ceilings_file}: not a `llmprobe roofline --json` output with measured ceilings")
     items = []
-    for p in paths:
+    for p in records:
         record = load_run_record(p)
         if not record["scenarios"]:
             raise UserError(f"{p}: the run record has no finished scenario to explain")
@@ -174,33 +171,23 @@ def explain(*, paths: list[str], report_dir: str | None, gpu: str | None, ceilin
         from .report import write_report
         files = write_report(report_dir, items)
     if as_json:
-        return render.emit_json({"scenarios": [dict(s, record=p) for p, ex, _ in items for s in ex["scenarios"]],
+        return emit_json({"scenarios": [dict(s, record=p) for p, ex, _ in items for s in ex["scenarios"]],
                                  "records": [{k: v for k, v in ex.items() if k != "scenarios"} | {"path": p}
                                              for p, ex, _ in items],
                                  "report_files": files})
-    from .report import explain_sections
-    for p, ex, _ in items:
-        note = f" [{ex['layers_note']}]" if ex.get("layers_note") else ""
-        render.console.rule(f"{ex['model']}{note} — {ex['backend']} on {ex['device']} — {p}")
-        if (ex.get("compute") or {}).get("gemm"):
-            render.console.print(f"compute: {ex['compute']['gemm']}; floors use the measured {ex['compute']['ceiling']} ceiling")
-        for title, cols, rows in explain_sections(ex):
-            render.console.print(render.table(title, cols, rows))
-    for f in files:
-        render.console.print(f"wrote {f}")
+    views.print_explain(items, files)
 
 
 def prices(*, prices_file: str | None, as_json: bool) -> None:
     from .pricing import load_prices
     ps = load_prices(prices_file)
     if as_json:
-        return render.emit_json({"prices": [p.to_dict() for p in ps]})
-    render.console.print(render.table("Prices (USD per GPU-hour)", ["provider", "gpu", "$/h", "date", "source"],
-                                      [[p.provider, p.gpu, f"{p.usd_per_hour:.2f}", p.date, p.source] for p in ps]))
+        return emit_json({"prices": [p.to_dict() for p in ps]})
+    views.print_prices(ps)
 
 
-def compare(*, paths: list[str], prices_file: str | None, provider: str | None, tokens: float | None, predict: bool,
-            model_name: str | None, gpus, tp_degrees, batches, prompt_len: int, gen_len: int, dtype: str,
+def compare(*, records: list[str], prices_file: str | None, provider: str | None, tokens: float | None, predict: bool,
+            model_name: str | None, gpus, tp, batch, prompt_len: int, gen_len: int, dtype: str,
             efficiency: float | None, csv_out: str | None, md_out: str | None, plot: str | None, as_json: bool) -> None:
     from . import compare as cmp
     from .pricing import load_prices
@@ -208,6 +195,7 @@ def compare(*, paths: list[str], prices_file: str | None, provider: str | None, 
     if tokens is not None and tokens <= 0:
         raise UserError("--tokens must be positive")
     price_list = load_prices(prices_file)
+    batches, paths = batch, records
     records = [(p, load_run_record(p)) for p in paths]
     rows: list[dict[str, Any]] = []
     if predict:
@@ -217,7 +205,7 @@ def compare(*, paths: list[str], prices_file: str | None, provider: str | None, 
             raise UserError(f"--efficiency must be in (0, 1], got {efficiency}")
         effs = ([{"batch": b, "efficiency": efficiency, "record": "--efficiency", "ceilings_source": "no"} for b in batches]
                 if efficiency is not None else cmp.efficiency_by_batch(records))
-        rows = cmp.predicted_rows(resolve_model(model_name), gpus, tp_degrees, batches, prompt_len, gen_len, dtype,
+        rows = cmp.predicted_rows(resolve_model(model_name), gpus, tp, batches, prompt_len, gen_len, dtype,
                                   price_list, effs, tokens)
     elif not records:
         raise UserError("give run records to compare, or --predict with --model and --gpus")
@@ -233,31 +221,22 @@ def compare(*, paths: list[str], prices_file: str | None, provider: str | None, 
         w.writerows(rows)
         atomic_write_text(csv_out, buf.getvalue())
     if md_out:
-        atomic_write_text(md_out, render.compare_markdown(rows, best, tokens))
+        atomic_write_text(md_out, views.compare_markdown(rows, best, tokens))
     if plot:
-        cmp.cost_chart(plot, rows)
+        from .plots import cost_chart
+        cost_chart(plot, rows)
     if as_json:
-        return render.emit_json({"rows": rows, "cheapest": best, "tokens": tokens})
-    render.print_compare(rows, best, tokens)
+        return emit_json({"rows": rows, "cheapest": best, "tokens": tokens})
+    views.print_compare(rows, best, tokens)
 
 
-def audit(*, path: str, as_json: bool) -> None:
+def audit(*, claims: str, as_json: bool) -> None:
     from .audit import audit_file
-    doc = audit_file(path)
+    doc = audit_file(claims)
     if as_json:
-        render.emit_json(doc)
+        emit_json(doc)
     else:
-        _print_audit(path, doc)
+        views.print_audit(claims, doc)
     if doc["errors"]:  # the good rows were judged and printed; the exit code still says some were not
         raise SystemExit(2)
 
-
-def _print_audit(path: str, doc: dict[str, Any]) -> None:
-    rows = [[c["line"], c["model"], c["gpu"], c["batch"], f"{c['tps']:g}", c["tp"], c["dtype"] or "any",
-             f"{c['precisions']['bf16']['share_of_ceiling']:.0%}", c["verdict"], c["reason"]] for c in doc["claims"]]
-    render.console.print(render.table(f"Audit of {path}", ["line", "model", "gpu", "batch", "TPS", "TP", "dtype",
-                                                           "of bf16 ceiling", "verdict", "reason"], rows,
-                                      caption=f"plausible: at most {doc['achievable_share']:.0%} of the ceiling "
-                                              "(what a streaming kernel reaches of datasheet bandwidth)"))
-    for e in doc["errors"]:
-        render.err_console.print(f"line {e['line']}: {e['message']}")

@@ -115,24 +115,3 @@ def cheapest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 CSV_FIELDS = ["kind", "model", "layers_note", "gpu", "tp", "gpus", "provider", "batch", "prompt_len", "gen_len", "tps",
               "usd_per_hour", "tps_per_dollar", "usd_per_million_tokens", "workload_usd", "price_source", "price_date",
               "efficiency", "efficiency_from", "record"]
-
-
-def cost_chart(path: str, rows: list[dict[str, Any]]) -> str:
-    from .report import _plt
-    plt = _plt()
-    rows = [r for r in rows if r["usd_per_million_tokens"] is not None]
-    if not rows:
-        raise UserError("nothing to plot: no row has both a TPS and a price")
-    labels = [f"{r['model']} {r['gpu']}{' x' + str(r['gpus']) if r['gpus'] > 1 else ''} {r['provider']} b{r['batch']}"
-              + (" (pred.)" if r["kind"] == "predicted" else "") for r in rows]
-    fig, ax = plt.subplots(figsize=(10, 1.5 + 0.3 * len(rows)))
-    colours = ["#1f77b4" if r["kind"] == "measured" else "#ff7f0e" for r in rows]
-    ax.barh(range(len(rows)), [r["usd_per_million_tokens"] for r in rows], color=colours)
-    ax.set_yticks(range(len(rows)), labels, fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel("$ per million output tokens (lower is better)")
-    ax.set_title("Cost per token — blue: measured, orange: predicted")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

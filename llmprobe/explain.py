@@ -34,6 +34,17 @@ from .timing import relative_spread
 SPREAD_LIMIT = 0.05
 BEATS_FLOOR = 0.98   # a step measured under 98% of its floor: the model or the ceilings are wrong
 FLOOR_PARTS = ("weights_s", "kv_read_s", "kv_write_s", "linear_flops_s", "attention_flops_s", "allreduce_s")
+# The parts of a phase's time, grouped as tables and charts show them, in this order.
+PART_GROUPS = [
+    ("floor: weights", ("weights_s",)),
+    ("floor: KV cache", ("kv_read_s", "kv_write_s")),
+    ("floor: FLOPs", ("linear_flops_s", "attention_flops_s")),
+    ("floor: all-reduce", ("allreduce_s",)),
+    ("above floor (in step)", ("above_floor_s",)),
+    ("host in step", ("host_in_step_s",)),
+    ("host between steps", ("host_between_steps_s",)),
+    ("mixed steps", ("mixed_steps_s",)),
+]
 
 
 @dataclass

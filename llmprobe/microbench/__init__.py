@@ -96,21 +96,19 @@ def current_device() -> dict:
     return cpu_description()
 
 
-def measure_or_load(mode: str = "default", remeasure: bool = False, progress: bool = True,
+def measure_or_load(mode: str = "default", remeasure: bool = False,
+                    progress: Callable[[str], None] | None = None,
                     methods: tuple[str, ...] | None = None) -> Measurement:
-    """Saved ceilings of this device if there are any (same card, driver, methodology), else measure and save."""
+    """Saved ceilings of this device if there are any (same card, driver, methodology), else measure and save.
+
+    ``progress`` receives one message per measurement stage.
+    """
     from . import store
     if not remeasure and not methods:
         saved = store.load_for_device(current_device())
         if saved is not None and (mode == "default" or saved.get("mode") == mode):
             return Measurement.from_dict(saved)
-    from .. import render
-    with render.err_console.status("measuring ceilings") as status:
-        def say(msg: str) -> None:
-            if progress:
-                status.update(msg)
-                render.err_console.log(msg)
-        m = measure(mode, methods, say)
+    m = measure(mode, methods, progress or (lambda msg: None))
     store.save(m.to_dict())
     return m
 

@@ -1,68 +1,14 @@
-"""Human-readable units and rich tables; nothing here computes a number, it only formats them."""
+"""One view per command: the tables each command shows, as sections (for the terminal, markdown, HTML)
+or printed to the terminal. Numbers are formatted here, never computed."""
 
 from __future__ import annotations
 
-import json
-import math
-import sys
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
-# Piped output has no terminal width; 140 columns keeps the wide tables on one line each.
-console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 140)
-err_console = Console(stderr=True, log_path=False)
-
-
-def si(value: float | None, unit: str, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if value == 0:
-        return f"0 {unit}"
-    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1, "")):
-        if abs(value) >= factor:
-            return f"{value / factor:.{digits}g} {prefix}{unit}"
-    return f"{value:.{digits}g} {unit}"
-
-
-def seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value >= 1:
-        return f"{value:.3g} s"
-    if value >= 1e-3:
-        return f"{value * 1e3:.3g} ms"
-    return f"{value * 1e6:.3g} µs"
-
-
-def pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
-def count(n: int) -> str:
-    return f"{n:,}"
-
-
-def table(title: str, columns: list[str], rows: list[list[Any]], caption: str | None = None) -> Table:
-    t = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
-    for i, c in enumerate(columns):
-        t.add_column(c, justify="left" if i == 0 else "right")
-    for r in rows:
-        t.add_row(*[str(x) for x in r])
-    return t
-
-
-def emit_json(doc: Any) -> None:
-    """Exactly one JSON document on stdout."""
-    sys.stdout.write(json.dumps(doc, indent=2, default=_default) + "\n")
-    sys.stdout.flush()
-
-
-def _default(o: Any) -> Any:
-    if hasattr(o, "to_dict"):
-        return o.to_dict()
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+from .explain import PART_GROUPS
+from .tables import Section, markdown_table, rich_table
+from .terminal import console, err_console, print_sections
+from .units import count, money, pct, seconds, si, throttle_text
 
 
 def print_bounds(model, ceilings, bounds) -> None:
@@ -85,7 +31,7 @@ def print_bounds(model, ceilings, bounds) -> None:
                f"(gpu_memory_utilization x memory).")
     if model.is_moe:
         caption += " MoE: expected distinct experts under uniform routing; '(top-k)' = exactly k experts touched."
-    console.print(table(f"{model.name}{note} on {ceilings.name}: analytic bounds",
+    console.print(rich_table(f"{model.name}{note} on {ceilings.name}: analytic bounds",
                         ["batch", "prompt", "gen", "weights", "TP", "fits", "memory", "TTFT floor",
                          "TPOT floor", "latency floor", "TPS ceiling", "decode"], rows, caption=caption))
     for (dtype, tp, batch), text in advice.items():
@@ -112,7 +58,7 @@ def print_profile(record: dict) -> None:
         rows.append([s["batch"], s["prompt_len"], s["gen_len"], _stat(sm["ttft_s"], seconds), _stat(sm["tpot_s"], seconds),
                      _stat(sm["total_latency_s"], seconds), _stat(sm["tps"], lambda v: f"{v:,.1f}"),
                      f"{sm['tps']['mean']:,.1f}" if sm["tps"]["mean"] else "-"])
-    console.print(table(title, ["batch", "prompt", "gen", "TTFT", "TPOT", "latency", "TPS (median)", "TPS (mean)"], rows,
+    console.print(rich_table(title, ["batch", "prompt", "gen", "TTFT", "TPOT", "latency", "TPS (median)", "TPS (mean)"], rows,
                         caption=f"median ± half the min-max range over {cfg['runs']} measured runs "
                                 f"(after {cfg['warmup']} warm-up); TPS = output tokens / wall time"))
     rows = []
@@ -127,7 +73,7 @@ def print_profile(record: dict) -> None:
                          seconds(p["host_s"]["median"] / p["steps"]["median"])])
         rows.append([s["batch"], "outside steps", "", "", seconds(ph["outside_steps_s"]["median"]),
                      f"{ph['overhead_per_step_ms']['median']:.3g} ms" if ph["overhead_per_step_ms"]["median"] is not None else "-"])
-    console.print(table("Per phase (per run, median)", ["batch", "phase", "steps", "device time", "host time",
+    console.print(rich_table("Per phase (per run, median)", ["batch", "phase", "steps", "device time", "host time",
                                                         "host per step"], rows,
                         caption="device time: CUDA events around each step (none on CPU); "
                                 "outside steps: scheduling, output processing and the caller's loop"))
@@ -158,7 +104,7 @@ def print_measurement(m, datasheet) -> None:
                      pct(r.value / top) if r.valid and top else "-", pct(r.value / ds) if r.valid and ds else "-",
                      str(r.best_params.get("bytes_per_array") or r.best_params.get("shape") or "")[:24]])
     where = "CPU (no CUDA GPU)" if m.device == "cpu" else fp.get("name")
-    console.print(table(f"Measured ceilings — {where}", ["method", "kind", "dtype", "value", "of best",
+    console.print(rich_table(f"Measured ceilings — {where}", ["method", "kind", "dtype", "value", "of best",
                                                          "of datasheet", "best at"], rows,
                         caption=f"{m.methodology}, mode {m.mode}, {m.provenance.get('created_utc', '')}; "
                                 "median over repeats at the best size/shape"))
@@ -177,17 +123,7 @@ def print_measurement(m, datasheet) -> None:
         console.print(f"  [yellow]warning:[/yellow] {w}")
 
 
-def throttle_text(fractions: dict[str, float] | None) -> str:
-    if fractions is None:
-        return "unknown (NVML did not report them)"
-    return ", ".join(f"{r} {f:.0%}" for r, f in fractions.items()) or "none"
-
-
-def _money(x: float | None, fmt: str = "{:,.2f}") -> str:
-    return "-" if x is None else fmt.format(x)
-
-
-def compare_tables(rows: list[dict], tokens: float | None) -> list[tuple[str, list[str], list[list]]]:
+def compare_tables(rows: list[dict], tokens: float | None) -> list[Section]:
     """The article's layout: one table per model x GPU (x TP), providers as rows, batches as columns."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -206,12 +142,12 @@ def compare_tables(rows: list[dict], tokens: float | None) -> list[tuple[str, li
         for prov in providers:
             by_b = {r["batch"]: r for r in rs if r["provider"] == prov}
             any_r = next(iter(by_b.values()))
-            cells = [prov or "(no price)", _money(any_r["usd_per_hour"])]
-            cells += [_money(by_b[b]["tps"], "{:,.1f}") if b in by_b else "-" for b in batches]
-            cells += [_money(by_b[b]["tps_per_dollar"]) if b in by_b else "-" for b in batches]
-            cells += [_money(by_b[b]["usd_per_million_tokens"]) if b in by_b else "-" for b in batches]
+            cells = [prov or "(no price)", money(any_r["usd_per_hour"])]
+            cells += [money(by_b[b]["tps"], "{:,.1f}") if b in by_b else "-" for b in batches]
+            cells += [money(by_b[b]["tps_per_dollar"]) if b in by_b else "-" for b in batches]
+            cells += [money(by_b[b]["usd_per_million_tokens"]) if b in by_b else "-" for b in batches]
             if tokens:
-                cells += [_money(by_b[b]["workload_usd"], "${:,.0f}") if b in by_b else "-" for b in batches]
+                cells += [money(by_b[b]["workload_usd"], "${:,.0f}") if b in by_b else "-" for b in batches]
             table_rows.append(cells)
         title = f"{model} on {gpu}" + (f" x{tp} (TP {tp})" if tp > 1 else "") + (" — PREDICTED" if kind == "predicted" else "")
         if kind == "predicted":
@@ -222,21 +158,111 @@ def compare_tables(rows: list[dict], tokens: float | None) -> list[tuple[str, li
 
 
 def print_compare(rows: list[dict], best: list[dict], tokens: float | None) -> None:
-    for title, cols, trs in compare_tables(rows, tokens):
-        console.print(table(title, cols, trs) if cols else title)
+    print_sections(compare_tables(rows, tokens))
     if best:
-        console.print(table("Cheapest per scenario", ["model", "batch", "gpu", "TP", "provider", "kind", "TPS", "$/Mtok"],
+        console.print(rich_table("Cheapest per scenario", ["model", "batch", "gpu", "TP", "provider", "kind", "TPS", "$/Mtok"],
                             [[b["model"], b["batch"], b["gpu"], b["tp"], b["provider"], b["kind"], f"{b['tps']:,.1f}",
                               f"{b['usd_per_million_tokens']:.2f}"] for b in best]))
 
 
 def compare_markdown(rows: list[dict], best: list[dict], tokens: float | None) -> str:
-    from .report import _md_table
     parts = []
     for title, cols, trs in compare_tables(rows, tokens):
-        parts += [f"### {title}", ""] + ([_md_table(cols, trs), ""] if cols else [])
+        parts += [f"### {title}", ""] + ([markdown_table(cols, trs), ""] if cols else [])
     if best:
-        parts += ["### Cheapest per scenario", "", _md_table(["model", "batch", "gpu", "TP", "provider", "kind", "TPS", "$/Mtok"],
+        parts += ["### Cheapest per scenario", "", markdown_table(["model", "batch", "gpu", "TP", "provider", "kind", "TPS", "$/Mtok"],
                   [[b["model"], b["batch"], b["gpu"], b["tp"], b["provider"], b["kind"], f"{b['tps']:,.1f}",
                     f"{b['usd_per_million_tokens']:.2f}"] for b in best]), ""]
     return "\n".join(parts)
+
+
+_PART_ORDER = [k for _, keys in PART_GROUPS for k in keys]
+
+
+def explain_sections(explained: dict[str, Any]) -> list[Section]:
+    """(title, columns, rows) for every table of the explanation, shared by terminal, markdown and HTML."""
+    secs = []
+    for s in explained["scenarios"]:
+        tag = f"batch {s['batch']}, prompt {s['prompt_len']}, gen {s['gen_len']}"
+        secs.append((f"Efficiency — {tag} ({s['ceilings_source']} ceilings)", ["metric", "measured", "floor / ceiling", "efficiency"], [
+            ["TTFT", seconds(s["ttft"]["measured_s"]), seconds(s["ttft"]["floor_s"]), pct(s["ttft"]["efficiency"])],
+            ["TPOT", seconds(s["tpot"]["measured_s"]), seconds(s["tpot"]["floor_s"]), pct(s["tpot"]["efficiency"])],
+            ["TPS", f"{s['tps']['measured']:,.1f}", f"{s['tps']['ceiling']:,.1f}", pct(s["tps"]["efficiency"])],
+        ] + ([["TPS, full model (" + s["extrapolated"]["label"] + ")", f"{s['extrapolated']['tps']:,.1f}",
+               f"{s['extrapolated']['tps_ceiling_full']:,.1f}", pct(s["extrapolated"]["efficiency"])]]
+             if s.get("extrapolated") else [])))
+        if s["breakdown"]:
+            parts = sorted({k for ph in s["breakdown"].values() for k in ph},
+                           key=lambda k: _PART_ORDER.index(k) if k in _PART_ORDER else 99)
+            rows = [[k.removesuffix("_s").replace("_", " ")] + [seconds(s["breakdown"][ph].get(k, 0.0)) for ph in ("prefill", "decode")]
+                    for k in parts if any(abs(s["breakdown"][ph].get(k, 0.0)) > 0 for ph in ("prefill", "decode"))]
+            rows.append(["= measured"] + [seconds(s["phase_time_s"][ph]) for ph in ("prefill", "decode")])
+            secs.append((f"Where the time went per run — {tag}", ["part", "prefill", "decode"], rows))
+        rows = [[ph, si(a["bytes_per_s"], "B/s"), pct(a["bandwidth_fraction"]), si(a["flops_per_s"], "FLOP/s"),
+                 pct(a["flops_fraction"]), f"{a['intensity_flop_per_byte']:.3g}", a["timer"]]
+                for ph, a in s["achieved"].items()]
+        if rows:
+            secs.append((f"Achieved during steps — {tag}", ["phase", "bandwidth", "of ceiling", "FLOP/s", "of ceiling",
+                                                            "FLOP/byte", "timer"], rows))
+        if s["flags"]:
+            secs.append((f"Flags — {tag}", ["kind", "message"], [[f["kind"], f["message"]] for f in s["flags"]]))
+    return secs
+
+
+def print_audit(path: str, doc: dict[str, Any]) -> None:
+    rows = [[c["line"], c["model"], c["gpu"], c["batch"], f"{c['tps']:g}", c["tp"], c["dtype"] or "any",
+             f"{c['precisions']['bf16']['share_of_ceiling']:.0%}", c["verdict"], c["reason"]] for c in doc["claims"]]
+    console.print(rich_table(f"Audit of {path}", ["line", "model", "gpu", "batch", "TPS", "TP", "dtype",
+                                                           "of bf16 ceiling", "verdict", "reason"], rows,
+                                      caption=f"plausible: at most {doc['achievable_share']:.0%} of the ceiling "
+                                              "(what a streaming kernel reaches of datasheet bandwidth)"))
+    for e in doc["errors"]:
+        err_console.print(f"line {e['line']}: {e['message']}")
+
+
+def print_models(specs, aliases: dict[str, str]) -> None:
+    rows = [[s.name, s.architecture, count(s.total_params), count(s.active_params_per_token),
+             s.num_layers, s.hidden_size, f"{s.num_heads}/{s.num_kv_heads}",
+             f"{s.experts_per_token}/{s.num_experts}" if s.is_moe else "-",
+             ", ".join(sorted(a for a, t in aliases.items() if t == s.name))] for s in specs]
+    console.print(rich_table("Model catalog", ["model", "architecture", "total params", "active/token",
+                                               "layers", "hidden", "heads/kv", "experts k/E", "aliases"], rows,
+                             caption="Any Hugging Face config.json (file or folder) works too: --model ./path"))
+
+
+def print_gpus(cat) -> None:
+    rows = [[g.id, g.name, si(g.memory_bytes, "B"), si(g.hbm_bytes_per_s, "B/s"),
+             si(g.peak_flops.get("bf16"), "FLOP/s"), si(g.peak_flops.get("fp8"), "FLOP/s"),
+             si(g.peak_flops.get("int8"), "OP/s"), f"{si(g.interconnect_bytes_per_s, 'B/s')} {g.interconnect}",
+             ", ".join(g.aliases)] for g in cat]
+    console.print(rich_table("GPU catalog (datasheet, dense)", ["id", "name", "memory", "HBM", "bf16", "fp8",
+                                                                "int8", "interconnect/dir", "aliases"], rows))
+    console.print("Sources:")
+    for g in cat:
+        console.print(f"  {g.id}: {g.source}")
+
+
+def print_datasheet(ceilings) -> None:
+    console.print(rich_table(
+        f"{ceilings.name} — datasheet ceilings", ["memory", "HBM bandwidth", "bf16", "fp8", "interconnect/dir"],
+        [[si(ceilings.memory_bytes, "B"), si(ceilings.hbm_bytes_per_s, "B/s"),
+          si(ceilings.peak_flops.get("bf16"), "FLOP/s"), si(ceilings.peak_flops.get("fp8"), "FLOP/s"),
+          si(ceilings.interconnect_bytes_per_s, "B/s")]], caption=ceilings.source))
+
+
+def print_prices(ps) -> None:
+    console.print(rich_table("Prices (USD per GPU-hour)", ["provider", "gpu", "$/h", "date", "source"],
+                             [[p.provider, p.gpu, f"{p.usd_per_hour:.2f}", p.date, p.source] for p in ps]))
+
+
+def print_explain(items, files: list[str]) -> None:
+    """``items``: (record path, explanation, record) per record."""
+    for p, ex, _ in items:
+        note = f" [{ex['layers_note']}]" if ex.get("layers_note") else ""
+        console.rule(f"{ex['model']}{note} — {ex['backend']} on {ex['device']} — {p}")
+        if (ex.get("compute") or {}).get("gemm"):
+            console.print(f"compute: {ex['compute']['gemm']}; floors use the measured {ex['compute']['ceiling']} ceiling")
+        for title, cols, rows in explain_sections(ex):
+            console.print(rich_table(title, cols, rows))
+    for f in files:
+        console.print(f"wrote {f}")

@@ -1,0 +1,154 @@
+"""Every figure llmprobe draws (matplotlib, PNG): roofline, where the time went, per-step time, cost.
+
+Every figure is readable without the text: titled, axes labelled with units, legend present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import MissingDependency, UserError
+from .explain import PART_GROUPS
+from .hardware import Ceilings
+
+_COLOURS = {"floor: weights": "#1f77b4", "floor: KV cache": "#17becf", "floor: FLOPs": "#2ca02c",
+            "floor: all-reduce": "#9467bd", "above floor (in step)": "#ff7f0e", "host in step": "#d62728",
+            "host between steps": "#8c564b", "mixed steps": "#7f7f7f"}
+
+
+def _plt():
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise MissingDependency("matplotlib", "plot", cause=e) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path: str) -> str:
+    plt = _plt()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _roof(ax, c: Ceilings, dtype: str, style: str, label: str) -> None:
+    try:
+        peak = c.flops(dtype)
+    except UserError:  # no ceiling of this format: no roof to draw
+        return
+    if not peak or not c.hbm_bytes_per_s:
+        return
+    knee = peak / c.hbm_bytes_per_s
+    xs = [10 ** (k / 20) for k in range(-40, 120)]
+    ax.plot(xs, [min(peak, c.hbm_bytes_per_s * x) for x in xs], style, lw=2,
+            label=f"{label}: {c.hbm_bytes_per_s / 1e12:.3g} TB/s, {peak / 1e12:.4g} TFLOP/s {dtype} (knee {knee:.0f} FLOP/B)")
+    ax.axvline(knee, color="grey", lw=0.5, ls=":")
+
+
+def roofline_chart(path: str, ceilings: Ceilings, datasheet: Ceilings | None = None, model=None,
+                   batches: Sequence[int] = (1, 8), prompt_len: int = 256, dtype: str = "bf16",
+                   kv_dtype: str | None = None, measured_points: Sequence[dict[str, Any]] = ()) -> str:
+    """Roofs (measured and datasheet) and operating points.
+
+    Analytic points (from ``model``) sit on the roof: prefill of batch x prompt tokens and a decode
+    step at the prompt's context, per batch. ``measured_points`` ({"label", "intensity", "flops_per_s"})
+    are where measured steps really ran, below the roof.
+    """
+    plt = _plt()
+    from .costs import Floors, decode_cost, prefill_cost, roofline
+    fig, ax = plt.subplots(figsize=(9, 6))
+    compute = dtype
+    if model is not None:
+        f = Floors.of(model, ceilings, dtype=dtype, kv_dtype=kv_dtype)
+        compute = f.compute_dtype
+    _roof(ax, ceilings, compute, "-", ceilings.kind)
+    if datasheet is not None:
+        _roof(ax, datasheet, compute, "--", "datasheet")
+    markers = {"prefill": "s", "decode": "o"}
+    if model is not None:
+        for b in batches:
+            for phase, step in (("prefill", prefill_cost(f, b, prompt_len)), ("decode", decode_cost(f, b, prompt_len))):
+                x = step.flops / step.bytes
+                y = step.flops / roofline(step.flops, step.bytes, f.peak, f.bw)
+                ax.plot([x], [y], markers[phase], ms=8, label=f"{phase}, batch {b} (bound)")
+                ax.annotate(f"{phase[0].upper()}{b}", (x, y), textcoords="offset points", xytext=(5, -12), fontsize=8)
+    for p in measured_points:
+        ax.plot([p["intensity"]], [p["flops_per_s"]], markers.get(p.get("phase", "decode"), "x"), mfc="none", ms=10,
+                mew=2, label=p["label"])
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP per byte from device memory)")
+    ax.set_ylabel("FLOP/s")
+    name = model.name if model is not None else ""
+    ax.set_title(f"Roofline — {ceilings.name}" + (f" — {name}" if name else ""))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+def breakdown_chart(path: str, explained: dict[str, Any]) -> str:
+    plt = _plt()
+    rows = [(f"b{s['batch']} p{s['prompt_len']} g{s['gen_len']} {ph}", parts)
+            for s in explained["scenarios"] if s["breakdown"] for ph, parts in s["breakdown"].items()]
+    fig, ax = plt.subplots(figsize=(12, 1.4 + 0.55 * max(1, len(rows))))
+    for i, (_, parts) in enumerate(rows):
+        left = 0.0
+        for label, keys in PART_GROUPS:
+            v = sum(parts.get(k, 0.0) for k in keys) * 1e3
+            if v > 0:
+                ax.barh(i, v, left=left, color=_COLOURS[label], label=label if i == 0 or label not in ax.get_legend_handles_labels()[1] else None)
+                left += v
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("time per run (ms, mean over measured runs)")
+    ax.set_title(f"Where the time went — {explained['model']} on {explained['device']} ({explained['ceilings_source']} ceilings)")
+    handles, labels = ax.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))
+    ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)
+
+
+def steps_chart(path: str, record: dict[str, Any], floors) -> str:
+    from .costs import step_cost
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 5))
+    timer = "device"
+    for sc in record["scenarios"]:
+        run = sc["runs"][0]
+        xs = [st["index"] for st in run["steps"]]
+        ys = []
+        for st in run["steps"]:
+            if st["device_ms"] is None:
+                timer = "host"
+            ys.append(st["device_ms"] if st["device_ms"] is not None else st["host_ms"])
+        floor_ms = [step_cost(floors, [(q, c) for _, q, c, _ in st["seqs"]]).floor_s * 1e3 for st in run["steps"]]
+        line, = ax.plot(xs, ys, "-", lw=1, label=f"batch {sc['batch']} measured")
+        ax.plot(xs, floor_ms, "--", lw=1, color=line.get_color(), label=f"batch {sc['batch']} floor")
+    ax.set_yscale("log")
+    ax.set_xlabel("step (first measured run)")
+    ax.set_ylabel(f"step time, ms ({timer} timer)")
+    ax.set_title(f"Per-step time vs floor — {record['config']['model']}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def cost_chart(path: str, rows: list[dict[str, Any]]) -> str:
+    plt = _plt()
+    rows = [r for r in rows if r["usd_per_million_tokens"] is not None]
+    if not rows:
+        raise UserError("nothing to plot: no row has both a TPS and a price")
+    labels = [f"{r['model']} {r['gpu']}{' x' + str(r['gpus']) if r['gpus'] > 1 else ''} {r['provider']} b{r['batch']}"
+              + (" (pred.)" if r["kind"] == "predicted" else "") for r in rows]
+    fig, ax = plt.subplots(figsize=(10, 1.5 + 0.3 * len(rows)))
+    colours = ["#1f77b4" if r["kind"] == "measured" else "#ff7f0e" for r in rows]
+    ax.barh(range(len(rows)), [r["usd_per_million_tokens"] for r in rows], color=colours)
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("$ per million output tokens (lower is better)")
+    ax.set_title("Cost per token — blue: measured, orange: predicted")
+    return _save(fig, path)
