@@ -132,7 +132,8 @@ def profile(*, model_name: str, backend: str, batch, prompt_len, gen_len, runs: 
             raise
     if as_json:
         return emit_json(record)
-    views.print_profile(record)
+    from .records import RunRecord
+    views.print_profile(RunRecord.from_dict(record))
     console.print(f"run record: {out}")
 
 
@@ -163,7 +164,7 @@ def explain(*, records: list[str], report_dir: str | None, gpu: str | None, ceil
     items = []
     for p in records:
         record = load_run_record(p)
-        if not record["scenarios"]:
+        if not record.scenarios:
             raise UserError(f"{p}: the run record has no finished scenario to explain")
         items.append((p, explain_record(record, gpu=gpu, ceilings_file=ceil_doc), record))
     files = []

@@ -13,6 +13,7 @@ from typing import Any
 from .errors import UserError
 from .hardware import match_device_name, resolve_gpu
 from .models import ModelSpec
+from .records import RunRecord
 from .pricing import Price, price_for, tps_per_dollar_hour, usd_per_million_tokens, workload_cost_usd
 from .costs import Floors
 from .memory import card_of
@@ -30,36 +31,36 @@ def _cost_fields(tps: float | None, price: Price | None, gpus: int, tokens: floa
             "price_source": price.source, "price_date": price.date}
 
 
-def record_gpu(record: dict[str, Any]) -> str:
-    dev = (record.get("provenance") or {}).get("device") or {}
+def record_gpu(record: RunRecord) -> str:
+    dev = record.device
     if dev.get("kind") != "cuda":
         return "cpu"
     spec = match_device_name(dev.get("name") or "", dev.get("memory_bytes"))
     return spec.id if spec else (dev.get("name") or "unknown")
 
 
-def measured_rows(records: Sequence[tuple[str, dict[str, Any]]], prices: list[Price], provider: str | None = None,
+def measured_rows(records: Sequence[tuple[str, RunRecord]], prices: list[Price], provider: str | None = None,
                   tokens: float | None = None) -> list[dict[str, Any]]:
     rows = []
     for path, rec in records:
-        cfg = rec["config"]
+        cfg = rec.config
         gpu = record_gpu(rec)
         prov = provider or cfg.get("provider")
         gpus = cfg.get("tp", 1) * cfg.get("pp", 1)
         matches = price_for(prices, prov, gpu) or [None]
-        for sc in rec["scenarios"]:
-            tps = sc["summary"]["tps"]["median"]
+        for sc in rec.scenarios:
+            tps = sc.summary["tps"]["median"]
             for price in matches:
                 rows.append({"kind": "measured", "model": cfg["model"], "layers_note": cfg.get("layers_note"),
                              "gpu": gpu, "tp": cfg.get("tp", 1), "gpus": gpus,
                              "provider": prov or (price.provider if price else None),
-                             "provider_ran": prov, "batch": sc["batch"], "prompt_len": sc["prompt_len"],
-                             "gen_len": sc["gen_len"], "tps": tps, "record": path,
+                             "provider_ran": prov, "batch": sc.batch, "prompt_len": sc.prompt_len,
+                             "gen_len": sc.gen_len, "tps": tps, "record": path,
                              **_cost_fields(tps, price, gpus, tokens)})
     return rows
 
 
-def efficiency_by_batch(records: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+def efficiency_by_batch(records: Sequence[tuple[str, RunRecord]]) -> list[dict[str, Any]]:
     """Measured TPS / TPS ceiling, per batch, on each record's own ceilings (explain's efficiency)."""
     from .explain import explain_record
     out = []

@@ -26,6 +26,7 @@ from .dtypes import nbytes
 from .errors import UserError
 from .hardware import Ceilings, match_device_name, resolve_gpu
 from .models import from_hf_config
+from .records import Run, RunRecord, ScenarioResult
 from .costs import Floors, RankCosts, step_cost
 from .memory import card_of
 from .roofline import scenario
@@ -54,15 +55,15 @@ class Inputs:
     floors: Floors
 
 
-def ceilings_for(record: dict[str, Any], gpu: str | None = None, ceilings_file: dict | None = None) -> tuple[Ceilings, str]:
+def ceilings_for(record: RunRecord, gpu: str | None = None, ceilings_file: dict | None = None) -> tuple[Ceilings, str]:
     from .microbench.result import ceilings_from_record
     if ceilings_file is not None:
         return ceilings_from_record(ceilings_file), "measured"
     if gpu:
         return resolve_gpu(gpu).ceilings(), "datasheet"
-    if record.get("ceilings"):
-        return ceilings_from_record(record["ceilings"]), "measured"
-    dev = (record.get("provenance") or {}).get("device") or {}
+    if record.ceilings:
+        return ceilings_from_record(record.ceilings), "measured"
+    dev = record.device
     spec = match_device_name(dev.get("name") or "", dev.get("memory_bytes")) if dev.get("kind") == "cuda" else None
     if spec is None:
         raise UserError("the record carries no measured ceilings and its device is not in the GPU catalog: "
@@ -70,24 +71,20 @@ def ceilings_for(record: dict[str, Any], gpu: str | None = None, ceilings_file: 
     return spec.ceilings(), "datasheet"
 
 
-def inputs_for(record: dict[str, Any], gpu: str | None = None, ceilings_file: dict | None = None) -> Inputs:
-    cfg = record["config"]
-    if "model_config" not in record:
+def inputs_for(record: RunRecord, gpu: str | None = None, ceilings_file: dict | None = None) -> Inputs:
+    cfg = record.config
+    if not record.model_config:
         raise UserError(f"the run record of {cfg['model']} carries no model_config: it cannot be explained")
-    spec = from_hf_config(record["model_config"], name=cfg["model"], source=cfg.get("model_source", ""))
+    spec = from_hf_config(record.model_config, name=cfg["model"], source=cfg.get("model_source", ""))
     if cfg.get("full_layers") and cfg["full_layers"] != spec.num_layers:
-        full = from_hf_config({**record["model_config"], "num_hidden_layers": cfg["full_layers"]}, name=cfg["model"])
+        full = from_hf_config({**record.model_config, "num_hidden_layers": cfg["full_layers"]}, name=cfg["model"])
         spec = full.with_layers(spec.num_layers)
     ceil, source = ceilings_for(record, gpu, ceilings_file)
     kv = "fp8" if str(cfg.get("kv_cache_dtype", "auto")).startswith("fp8") else None
     return Inputs(ceil, source, Floors.of(spec, ceil, dtype=cfg.get("weight_dtype", "bf16"), kv_dtype=kv, tp=cfg.get("tp", 1)))
 
 
-def _step_time_s(step: dict[str, Any]) -> float:
-    return (step["device_ms"] if step["device_ms"] is not None else step["host_ms"]) / 1e3
-
-
-def timeline(run: dict[str, Any]) -> list[dict[str, float]]:
+def timeline(run: Run) -> list[dict[str, float]]:
     """Each step's share of the run's wall time: the gap before it and its own span, never negative.
 
     A step occupies the union of its host interval [t_start, t_end] and its device interval. Device
@@ -97,13 +94,13 @@ def timeline(run: dict[str, Any]) -> list[dict[str, float]]:
     is taken off the gap; the timeline is clipped at the run's wall time, so gaps + spans + tail
     = wall exactly. Without a device timer the device interval is the host interval.
     """
-    wall = run["wall_s"]
+    wall = run.wall_s
     cursor = dev_end = 0.0
     out = []
-    for st in run["steps"]:
-        a, b = st["t_start_s"], st["t_end_s"]
-        t = _step_time_s(st)
-        if st["device_ms"] is None:
+    for st in run.steps:
+        a, b = st.t_start_s, st.t_end_s
+        t = st.time_s
+        if st.device_ms is None:
             d0, d1 = a, b
         else:
             d0 = max(a, dev_end)
@@ -117,7 +114,7 @@ def timeline(run: dict[str, Any]) -> list[dict[str, float]]:
     return out
 
 
-def run_breakdown(run: dict[str, Any], f: Floors) -> dict[str, Any]:
+def run_breakdown(run: Run, f: Floors) -> dict[str, Any]:
     """Parts of one run's wall time per phase, and per-step floors."""
     bw, peak = f.bw, f.peak
     phases = {p: dict.fromkeys(FLOOR_PARTS + ("above_floor_s", "host_in_step_s", "host_between_steps_s",
@@ -125,12 +122,12 @@ def run_breakdown(run: dict[str, Any], f: Floors) -> dict[str, Any]:
     totals = {p: {"bytes": 0.0, "flops": 0.0, "time_s": 0.0, "floor_s": 0.0, "steps": 0} for p in ("prefill", "decode", "mixed")}
     beaten, concentrated = [], 0
     spans = timeline(run)
-    for st, sp in zip(run["steps"], spans):
-        seqs = [(q, c) for _, q, c, _ in st["seqs"]]
+    for st, sp in zip(run.steps, spans):
+        seqs = st.work
         floor = step_cost(f, seqs)
-        kind = "mixed" if st["mixed"] else ("prefill" if st["prefill_tokens"] else "decode")
+        kind = st.phase
         phase = phases["decode" if kind == "decode" else "prefill"]
-        t = _step_time_s(st)
+        t = st.time_s
         if f.model.is_moe and t < BEATS_FLOOR * floor.floor_s:
             # The MoE floor counts the experts uniform routing is expected to touch; a step whose
             # tokens shared experts touched fewer. Only the top-k minimum is a floor no step can beat.
@@ -155,7 +152,7 @@ def run_breakdown(run: dict[str, Any], f: Floors) -> dict[str, Any]:
         tot["floor_s"] += floor.floor_s
         tot["steps"] += 1
         if t < BEATS_FLOOR * floor.floor_s:
-            beaten.append({"index": st["index"], "phase": kind, "measured_s": t, "floor_s": floor.floor_s,
+            beaten.append({"index": st.index, "phase": kind, "measured_s": t, "floor_s": floor.floor_s,
                            "bound": floor.bound})
     phases["decode"]["host_between_steps_s"] += spans[-1]["tail_s"]
     return {"phases": phases, "totals": totals, "beaten": beaten, "concentrated": concentrated}
@@ -165,12 +162,12 @@ def _mean_dicts(ds: Sequence[dict[str, float]]) -> dict[str, float]:
     return {k: sum(d[k] for d in ds) / len(ds) for k in ds[0]}
 
 
-def explain_scenario(sc: dict[str, Any], record: dict[str, Any], inp: Inputs) -> dict[str, Any]:
+def explain_scenario(sc: ScenarioResult, record: RunRecord, inp: Inputs) -> dict[str, Any]:
     f, ceil = inp.floors, inp.ceilings
-    b, p, g = sc["batch"], sc["prompt_len"], sc["gen_len"]
+    b, p, g = sc.batch, sc.prompt_len, sc.gen_len
     bound = scenario(f, card_of(ceil), b, p, g, advise=False)
-    sm = sc["summary"]
-    runs = [run_breakdown(r, f) for r in sc["runs"]]
+    sm = sc.summary
+    runs = [run_breakdown(r, f) for r in sc.runs]
     flags: list[dict[str, str]] = []
 
     def eff(floor, measured):
@@ -186,7 +183,7 @@ def explain_scenario(sc: dict[str, Any], record: dict[str, Any], inp: Inputs) ->
     }
     # ---- where the time went ----
     breakdown = {ph: _mean_dicts([r["phases"][ph] for r in runs]) for ph in ("prefill", "decode")}
-    measured_wall = sum(r["wall_s"] for r in sc["runs"]) / len(sc["runs"])
+    measured_wall = sum(r.wall_s for r in sc.runs) / len(sc.runs)
     out["breakdown"] = breakdown   # {phase: {part: s}}; each phase's parts sum to phase_time_s[phase]
     out["phase_time_s"] = {ph: sum(parts.values()) for ph, parts in breakdown.items()}
     out["measured_wall_s"] = measured_wall
@@ -200,7 +197,7 @@ def explain_scenario(sc: dict[str, Any], record: dict[str, Any], inp: Inputs) ->
                             "flops_fraction": tot["flops"] / tot["time_s"] / f.peak,
                             "intensity_flop_per_byte": tot["flops"] / tot["bytes"] if tot["bytes"] else None,
                             "steps_per_run": tot["steps"], "step_time_s": tot["time_s"], "floor_s": tot["floor_s"],
-                            "timer": "device" if all(s["device_ms"] is not None for s in sc["runs"][0]["steps"]) else "host"}
+                            "timer": "device" if all(s.device_ms is not None for s in sc.runs[0].steps) else "host"}
     out["achieved"] = achieved
     # ---- layer-sampled runs ----
     spec = f.model
@@ -225,37 +222,37 @@ def explain_scenario(sc: dict[str, Any], record: dict[str, Any], inp: Inputs) ->
         spread = relative_spread(s)
         if spread is not None and spread > SPREAD_LIMIT:
             flags.append({"kind": "spread", "message": f"{key} varies {spread:.1%} run to run (over {SPREAD_LIMIT:.0%})"})
-    tel = sc.get("telemetry") or {}
+    tel = sc.telemetry or {}
     if tel.get("throttled"):
         flags.append({"kind": "throttled", "message": f"the GPU throttled during the runs: {tel.get('throttle_fraction')}"})
-    cc = sc.get("cross_check") or {}
+    cc = sc.cross_check or {}
     if cc.get("above_tolerance"):
         flags.append({"kind": "cross_check", "message": f"TTFT differs from the engine's own by up to "
                       f"{cc['max_rel_diff']:.1%} on {cc['above_tolerance']} request(s)"})
-    experts = (((record.get("engine") or {}).get("args") or {}).get("experts_implementation") or {})
+    experts = (((record.engine or {}).get("args") or {}).get("experts_implementation") or {})
     if "batched_mm" in str(experts.get("decode", "")):
         flags.append({"kind": "moe_implementation", "message": "transformers ran the experts as batched_mm in decode: "
                       "it copies each selected expert's weights per token, so decode reads several times the "
                       "floor's expert bytes (an hf artefact; vLLM's fused MoE reads each touched expert once)"})
-    for prob in sc.get("problems") or []:
+    for prob in sc.problems:
         flags.append({"kind": "incomplete", "message": prob})
-    adm = sc.get("admission") or {}
+    adm = sc.admission or {}
     if adm.get("split_runs"):
         flags.append({"kind": "batch_split", "message": f"run(s) {adm['split_runs']} did not start as one batch: their "
                       f"first steps held {adm['first_step_requests']} of {adm['batch']} requests ({adm['method']})"})
-    load = sc.get("host_load") or {}
+    load = sc.host_load or {}
     if load.get("busy"):
         flags.append({"kind": "busy_host", "message": "the machine was busy beside the runs (" + "; ".join(load["reasons"])
                       + "): figures are likely slower than this machine can do"})
-    if record.get("status") not in (None, "complete"):
-        flags.append({"kind": "record_incomplete", "message": f"the run record is {record['status']}"
-                      + (f" ({record['error']})" if record.get("error") else "") + ": later scenarios are missing"})
+    if record.status not in (None, "complete"):
+        flags.append({"kind": "record_incomplete", "message": f"the run record is {record.status}"
+                      + (f" ({record.error})" if record.error else "") + ": later scenarios are missing"})
     if inp.source == "datasheet":
         flags.append({"kind": "datasheet_ceilings", "message": "no ceilings measured on this card: efficiencies are "
                       "against the datasheet (run `llmprobe roofline` on it for measured ones)"})
-    warm = sc.get("warmup_runs") or []
+    warm = sc.warmup_runs
     if warm:
-        first = warm[0]["wall_s"]
+        first = warm[0].wall_s
         out["warmup"] = {"first_warmup_wall_s": first, "measured_mean_wall_s": measured_wall,
                          "excess_s": first - measured_wall}
     out["flags"] = flags
@@ -265,7 +262,7 @@ def explain_scenario(sc: dict[str, Any], record: dict[str, Any], inp: Inputs) ->
     return out
 
 
-def extrapolate(sc: dict[str, Any], f: Floors) -> dict[str, Any]:
+def extrapolate(sc: ScenarioResult, f: Floors) -> dict[str, Any]:
     """Full-model estimate from a layer-sampled run: per-layer time x layers + the fixed part.
 
     The fixed part is the time that does not scale with layers: everything between and around
@@ -277,24 +274,24 @@ def extrapolate(sc: dict[str, Any], f: Floors) -> dict[str, Any]:
     full = Floors.of(from_hf_config({**spec.config, "num_hidden_layers": spec.full_num_layers}, spec.name),
                      f.ceilings, dtype=c.dtype, kv_dtype=c.kv_dtype, tp=c.tp)
     ests = []
-    for run in sc["runs"]:
+    for run in sc.runs:
         est_wall, first_token = 0.0, None
         prev_end = 0.0
-        for st in run["steps"]:
-            floor = step_cost(f, [(q, cached) for _, q, cached, _ in st["seqs"]])
-            layer_share = 1.0 - _fixed_share(c, floor, rows=len(st["seqs"]))
-            t = _step_time_s(st)
+        for st in run.steps:
+            floor = step_cost(f, st.work)
+            layer_share = 1.0 - _fixed_share(c, floor, rows=len(st.seqs))
+            t = st.time_s
             scaled = t * (1 - layer_share) + t * layer_share * k
-            est_wall += (st["t_start_s"] - prev_end) + (st["t_end_s"] - st["t_start_s"] - t) + scaled
-            prev_end = st["t_end_s"]
-            if first_token is None and st["prefill_tokens"]:
+            est_wall += (st.t_start_s - prev_end) + (st.t_end_s - st.t_start_s - t) + scaled
+            prev_end = st.t_end_s
+            if first_token is None and st.prefill_tokens:
                 first_token = est_wall
-        est_wall += run["wall_s"] - prev_end
-        out_tokens = sum(r["output_tokens"] for r in run["requests"])
+        est_wall += run.wall_s - prev_end
+        out_tokens = sum(r["output_tokens"] for r in run.requests)
         ests.append({"wall_s": est_wall, "tps": out_tokens / est_wall, "ttft_s": first_token})
     n = len(ests)
     tps = sum(e["tps"] for e in ests) / n
-    full_bound = scenario(full, card_of(f.ceilings), sc["batch"], sc["prompt_len"], sc["gen_len"], advise=False)
+    full_bound = scenario(full, card_of(f.ceilings), sc.batch, sc.prompt_len, sc.gen_len, advise=False)
     return {"label": f"extrapolated from {spec.num_layers} to {spec.full_num_layers} layers",
             "tps": tps, "ttft_s": sum(e["ttft_s"] or 0 for e in ests) / n, "wall_s": sum(e["wall_s"] for e in ests) / n,
             "tps_ceiling_full": full_bound.tps_ceiling, "efficiency": tps / full_bound.tps_ceiling}
@@ -310,10 +307,16 @@ def _fixed_share(c: RankCosts, floor, rows: int) -> float:
     return min(1.0, c.lm_head_flops_per_row * rows / floor.flops) if floor.flops else 0.0
 
 
-def explain_record(record: dict[str, Any], gpu: str | None = None, ceilings_file: dict | None = None) -> dict[str, Any]:
+def explain_record(record: RunRecord | dict[str, Any], gpu: str | None = None,
+                   ceilings_file: dict | None = None) -> dict[str, Any]:
+    """The explanation of a run record (typed, or the document ``profile`` returned)."""
+    if not isinstance(record, RunRecord):
+        record = RunRecord.from_dict(record)
+    if any(not sc.runs for sc in record.scenarios):
+        raise UserError("a scenario of the run record has no measured run: nothing to explain")
     inp = inputs_for(record, gpu, ceilings_file)
-    cfg = record["config"]
+    cfg = record.config
     return {"model": cfg["model"], "layers_note": cfg.get("layers_note"), "backend": cfg["backend"],
-            "device": ((record.get("provenance") or {}).get("device") or {}).get("name"),
-            "ceilings_source": inp.source, "ceilings": inp.ceilings.to_dict(), "compute": record.get("compute"),
-            "scenarios": [explain_scenario(sc, record, inp) for sc in record["scenarios"]]}
+            "device": record.device.get("name"),
+            "ceilings_source": inp.source, "ceilings": inp.ceilings.to_dict(), "compute": record.compute,
+            "scenarios": [explain_scenario(sc, record, inp) for sc in record.scenarios]}

@@ -112,26 +112,25 @@ def breakdown_chart(path: str, explained: dict[str, Any]) -> str:
     return _save(fig, path)
 
 
-def steps_chart(path: str, record: dict[str, Any], floors) -> str:
+def steps_chart(path: str, record, floors) -> str:
+    """Each step's measured time against its floor, first measured run of each scenario (``record``: a RunRecord)."""
     from .costs import step_cost
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 5))
     timer = "device"
-    for sc in record["scenarios"]:
-        run = sc["runs"][0]
-        xs = [st["index"] for st in run["steps"]]
-        ys = []
-        for st in run["steps"]:
-            if st["device_ms"] is None:
-                timer = "host"
-            ys.append(st["device_ms"] if st["device_ms"] is not None else st["host_ms"])
-        floor_ms = [step_cost(floors, [(q, c) for _, q, c, _ in st["seqs"]]).floor_s * 1e3 for st in run["steps"]]
-        line, = ax.plot(xs, ys, "-", lw=1, label=f"batch {sc['batch']} measured")
-        ax.plot(xs, floor_ms, "--", lw=1, color=line.get_color(), label=f"batch {sc['batch']} floor")
+    for sc in record.scenarios:
+        run = sc.runs[0]
+        xs = [st.index for st in run.steps]
+        if any(st.device_ms is None for st in run.steps):
+            timer = "host"
+        ys = [st.time_s * 1e3 for st in run.steps]
+        floor_ms = [step_cost(floors, st.work).floor_s * 1e3 for st in run.steps]
+        line, = ax.plot(xs, ys, "-", lw=1, label=f"batch {sc.batch} measured")
+        ax.plot(xs, floor_ms, "--", lw=1, color=line.get_color(), label=f"batch {sc.batch} floor")
     ax.set_yscale("log")
     ax.set_xlabel("step (first measured run)")
     ax.set_ylabel(f"step time, ms ({timer} timer)")
-    ax.set_title(f"Per-step time vs floor — {record['config']['model']}")
+    ax.set_title(f"Per-step time vs floor — {record.config['model']}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path)

@@ -1,4 +1,9 @@
-"""Typed run records: schema version, provenance, atomic JSON writes, validated loads."""
+"""Run records: their typed form (RunRecord > ScenarioResult > Run > Step > SeqRow), provenance, atomic
+JSON writes and validated loads.
+
+The JSON file is what ``profile`` writes as it goes (a plain document, so an interrupted run still
+leaves a readable file); readers load it into the typed form, which checks it on the way in.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import UserError
@@ -113,17 +119,184 @@ def load_json(path: str | os.PathLike, what: str = "file") -> Any:
         raise UserError(f"{path}: not a JSON {what} ({e})") from None
 
 
-def load_run_record(path: str | os.PathLike) -> dict[str, Any]:
-    doc = load_json(path, "run record")
-    if not isinstance(doc, dict) or "schema_version" not in doc or "scenarios" not in doc:
-        raise UserError(f"{path}: not an llmprobe run record (no schema_version/scenarios)")
-    if doc["schema_version"] != SCHEMA_VERSION:
-        raise UserError(f"{path}: run record schema {doc['schema_version']}, this llmprobe reads {SCHEMA_VERSION}")
-    if not isinstance(doc.get("config"), dict) or "model" not in doc["config"]:
-        raise UserError(f"{path}: run record has no config (model, backend, ...)")
-    for i, s in enumerate(doc["scenarios"]):
-        missing = {"batch", "prompt_len", "gen_len", "runs", "summary"} - set(s)
-        missing |= {f"summary.{k}" for k in METRICS if "median" not in (s.get("summary") or {}).get(k, {})}
-        if missing:
-            raise UserError(f"{path}: scenario {i} lacks {', '.join(sorted(missing))}")
-    return doc
+class RecordError(UserError):
+    """A run record that is malformed or not one at all: one line saying where."""
+
+
+def _need(cond: bool, where: str, what: str) -> None:
+    if not cond:
+        raise RecordError(f"{where}: {what}")
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class SeqRow:
+    """One sequence in one step: ``new`` tokens computed on top of ``cached`` ones; kind "p" (prefill) or "d"."""
+    request: str
+    new: int
+    cached: int
+    kind: str
+
+    def to_list(self) -> list[Any]:
+        return [self.request, self.new, self.cached, self.kind]
+
+    @classmethod
+    def from_list(cls, row: Any, where: str) -> SeqRow:
+        _need(isinstance(row, list) and len(row) == 4 and isinstance(row[1], int) and isinstance(row[2], int)
+              and row[3] in ("p", "d"), where, f"a sequence row must be [request, new, cached, 'p'|'d'], got {row!r}")
+        return cls(str(row[0]), row[1], row[2], row[3])
+
+
+@dataclass(slots=True)
+class Step:
+    """One forward pass: its host interval (s from the run's start), host and device time, and its sequences."""
+    index: int
+    t_start_s: float
+    t_end_s: float
+    host_ms: float
+    device_ms: float | None
+    seqs: list[SeqRow]
+    gap_ms: float | None = None
+    prefill_tokens: int = 0
+    decode_tokens: int = 0
+    num_reqs: int = 0
+    prefill_reqs: int = 0
+    decode_reqs: int = 0
+    mixed: bool = False
+
+    @property
+    def time_s(self) -> float:
+        """The step's own time: device time where a device timer ran, else host time."""
+        return (self.device_ms if self.device_ms is not None else self.host_ms) / 1e3
+
+    @property
+    def phase(self) -> str:
+        return "mixed" if self.mixed else ("prefill" if self.prefill_tokens else "decode")
+
+    @property
+    def work(self) -> list[tuple[int, int]]:
+        """(new, cached) per sequence: what the cost model prices."""
+        return [(r.new, r.cached) for r in self.seqs]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["seqs"] = [r.to_list() for r in self.seqs]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> Step:
+        _need(isinstance(d, dict), where, "a step must be an object")
+        missing = {"index", "t_start_s", "t_end_s", "host_ms", "seqs"} - set(d)
+        _need(not missing, where, f"step lacks {', '.join(sorted(missing))}")
+        _need(all(_num(d[k]) for k in ("t_start_s", "t_end_s", "host_ms")), where, "step times must be numbers")
+        _need(d.get("device_ms") is None or _num(d["device_ms"]), where, "device_ms must be a number or null")
+        _need(isinstance(d["seqs"], list), where, "seqs must be a list")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known and k != "seqs"},
+                   seqs=[SeqRow.from_list(r, where) for r in d["seqs"]])
+
+
+@dataclass(slots=True)
+class Run:
+    """One measured (or warm-up) run of a scenario: its wall time, steps and per-request timings."""
+    wall_s: float
+    steps: list[Step]
+    requests: list[dict[str, Any]]
+    admission: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    phases: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"wall_s": self.wall_s, "steps": [s.to_dict() for s in self.steps], "requests": self.requests,
+                "admission": self.admission, "metrics": self.metrics, "phases": self.phases}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> Run:
+        _need(isinstance(d, dict) and _num(d.get("wall_s")) and isinstance(d.get("steps"), list)
+              and isinstance(d.get("requests"), list), where, "a run needs wall_s, steps and requests")
+        return cls(wall_s=d["wall_s"], steps=[Step.from_dict(s, f"{where} step {i}") for i, s in enumerate(d["steps"])],
+                   requests=d["requests"], admission=d.get("admission"), metrics=d.get("metrics"),
+                   phases=d.get("phases"))
+
+
+@dataclass(slots=True)
+class ScenarioResult:
+    """Everything measured for one (batch, prompt_len, gen_len): runs, their summary and what was seen beside."""
+    batch: int
+    prompt_len: int
+    gen_len: int
+    runs: list[Run]
+    summary: dict[str, dict[str, Any]]
+    warmup_runs: list[Run] = field(default_factory=list)
+    phases: dict[str, Any] | None = None
+    cross_check: dict[str, Any] | None = None
+    telemetry: dict[str, Any] | None = None
+    host_load: dict[str, Any] | None = None
+    admission: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["runs"] = [r.to_dict() for r in self.runs]
+        d["warmup_runs"] = [r.to_dict() for r in self.warmup_runs]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> ScenarioResult:
+        _need(isinstance(d, dict), where, "a scenario must be an object")
+        missing = {"batch", "prompt_len", "gen_len", "runs", "summary"} - set(d)
+        missing |= {f"summary.{k}" for k in METRICS if "median" not in ((d.get("summary") or {}).get(k) or {})}
+        _need(not missing, where, f"lacks {', '.join(sorted(missing))}")
+        _need(isinstance(d["runs"], list), where, "runs must be a list")
+        known = {f.name for f in fields(cls)} - {"runs", "warmup_runs"}
+        return cls(**{k: v for k, v in d.items() if k in known},
+                   runs=[Run.from_dict(r, f"{where} run {i}") for i, r in enumerate(d["runs"])],
+                   warmup_runs=[Run.from_dict(r, f"{where} warm-up {i}") for i, r in enumerate(d.get("warmup_runs") or [])])
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """What ``llmprobe profile`` wrote: how it ran (config, engine, provenance) and each finished scenario."""
+    schema_version: int
+    config: dict[str, Any]
+    scenarios: list[ScenarioResult]
+    kind: str = "llmprobe.run"
+    methodology: str | None = None
+    status: str | None = None
+    error: str | None = None
+    provenance: dict[str, Any] | None = None
+    model: dict[str, Any] | None = None
+    model_config: dict[str, Any] | None = None
+    engine: dict[str, Any] | None = None
+    memory_fit: dict[str, Any] | None = None
+    compute: dict[str, Any] | None = None
+    ceilings: dict[str, Any] | None = None
+
+    @property
+    def device(self) -> dict[str, Any]:
+        return (self.provenance or {}).get("device") or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["scenarios"] = [s.to_dict() for s in self.scenarios]
+        return d
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "run record") -> RunRecord:
+        _need(isinstance(doc, dict) and "schema_version" in doc and "scenarios" in doc, where,
+              "not an llmprobe run record (no schema_version/scenarios)")
+        _need(doc["schema_version"] == SCHEMA_VERSION, where,
+              f"run record schema {doc['schema_version']}, this llmprobe reads {SCHEMA_VERSION}")
+        _need(isinstance(doc.get("config"), dict) and "model" in doc["config"], where,
+              "run record has no config (model, backend, ...)")
+        _need(isinstance(doc["scenarios"], list), where, "scenarios must be a list")
+        known = {f.name for f in fields(cls)} - {"scenarios"}
+        return cls(**{k: v for k, v in doc.items() if k in known},
+                   scenarios=[ScenarioResult.from_dict(s, f"{where}: scenario {i}") for i, s in enumerate(doc["scenarios"])])
+
+
+def load_run_record(path: str | os.PathLike) -> RunRecord:
+    return RunRecord.from_dict(load_json(path, "run record"), str(path))

@@ -47,47 +47,47 @@ def _stat(s: dict | None, fmt) -> str:
     return f"{fmt(s['median'])}{spread}"
 
 
-def print_profile(record: dict) -> None:
-    cfg = record["config"]
+def print_profile(record) -> None:
+    """``record``: a RunRecord."""
+    cfg = record.config
     note = f" [{cfg['layers_note']}]" if cfg.get("layers_note") else ""
-    dev = (record.get("provenance") or {}).get("device") or {}
-    title = f"{cfg['model']}{note} — {record['engine']['backend']} {record['engine']['version']} on {dev.get('name', '?')}"
+    title = f"{cfg['model']}{note} — {record.engine['backend']} {record.engine['version']} on {record.device.get('name', '?')}"
     rows = []
-    for s in record["scenarios"]:
-        sm = s["summary"]
-        rows.append([s["batch"], s["prompt_len"], s["gen_len"], _stat(sm["ttft_s"], seconds), _stat(sm["tpot_s"], seconds),
+    for s in record.scenarios:
+        sm = s.summary
+        rows.append([s.batch, s.prompt_len, s.gen_len, _stat(sm["ttft_s"], seconds), _stat(sm["tpot_s"], seconds),
                      _stat(sm["total_latency_s"], seconds), _stat(sm["tps"], lambda v: f"{v:,.1f}"),
                      f"{sm['tps']['mean']:,.1f}" if sm["tps"]["mean"] else "-"])
     console.print(rich_table(title, ["batch", "prompt", "gen", "TTFT", "TPOT", "latency", "TPS (median)", "TPS (mean)"], rows,
                         caption=f"median ± half the min-max range over {cfg['runs']} measured runs "
                                 f"(after {cfg['warmup']} warm-up); TPS = output tokens / wall time"))
     rows = []
-    for s in record["scenarios"]:
-        ph = s["phases"]
+    for s in record.scenarios:
+        ph = s.phases
         for name in ("prefill", "decode", "mixed"):
             p = ph[name]
             if not p["steps"]["median"]:
                 continue
             dev_s = p["device_s"]["median"] if p["device_s"]["n"] else None
-            rows.append([s["batch"], name, f"{p['steps']['median']:g}", seconds(dev_s), seconds(p["host_s"]["median"]),
+            rows.append([s.batch, name, f"{p['steps']['median']:g}", seconds(dev_s), seconds(p["host_s"]["median"]),
                          seconds(p["host_s"]["median"] / p["steps"]["median"])])
-        rows.append([s["batch"], "outside steps", "", "", seconds(ph["outside_steps_s"]["median"]),
+        rows.append([s.batch, "outside steps", "", "", seconds(ph["outside_steps_s"]["median"]),
                      f"{ph['overhead_per_step_ms']['median']:.3g} ms" if ph["overhead_per_step_ms"]["median"] is not None else "-"])
     console.print(rich_table("Per phase (per run, median)", ["batch", "phase", "steps", "device time", "host time",
                                                         "host per step"], rows,
                         caption="device time: CUDA events around each step (none on CPU); "
                                 "outside steps: scheduling, output processing and the caller's loop"))
-    for s in record["scenarios"]:
-        cc = s.get("cross_check") or {}
+    for s in record.scenarios:
+        cc = s.cross_check or {}
         if cc.get("above_tolerance"):
-            console.print(f"  batch {s['batch']}: TTFT differs from vLLM's own first_token_latency by up to "
+            console.print(f"  batch {s.batch}: TTFT differs from vLLM's own first_token_latency by up to "
                           f"{100 * cc['max_rel_diff']:.1f}% on {cc['above_tolerance']} of {cc['requests']} requests "
                           f"({cc['note']})")
-        for p in s.get("problems") or []:
-            console.print(f"  batch {s['batch']}: [red]{p}[/red]")
-        t = s.get("telemetry")
+        for p in s.problems:
+            console.print(f"  batch {s.batch}: [red]{p}[/red]")
+        t = s.telemetry
         if t and t.get("throttled"):
-            console.print(f"  batch {s['batch']}: [red]GPU throttled during the runs[/red]: {t['throttle_fraction']}")
+            console.print(f"  batch {s.batch}: [red]GPU throttled during the runs[/red]: {t['throttle_fraction']}")
 
 
 def print_measurement(m, datasheet) -> None:

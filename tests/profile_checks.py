@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from llmprobe.records import load_run_record
+from llmprobe.records import RunRecord, load_run_record
 
 
 def check_run(run: dict, batch: int, prompt_len: int, gen_len: int) -> None:
@@ -49,4 +49,4 @@ def check_record(rec: dict, tmp_path) -> None:
         assert all(r["metrics"]["ttft_s"] < r["metrics"]["total_latency_s"] for r in sc["runs"])
     path = tmp_path / "rec.json"
     path.write_text(json.dumps(rec))
-    assert load_run_record(path) == json.loads(json.dumps(rec))
+    assert load_run_record(path) == RunRecord.from_dict(json.loads(json.dumps(rec)))

@@ -194,9 +194,10 @@ def test_device_time_past_the_host_is_not_negative_host_time():
 
 def test_timeline_clips_at_the_wall_time():
     from llmprobe.explain import timeline
+    from llmprobe.records import Run
     run = async_record()["scenarios"][0]["runs"][0]
     run["wall_s"] = run["steps"][-1]["t_end_s"]          # the device ran past the end of the run's clock
-    spans = timeline(run)
+    spans = timeline(Run.from_dict(run, "run"))
     assert all(v >= 0 for sp in spans for v in sp.values())
     assert sum(sp.get("gap_s", 0) + sp.get("span_s", 0) + sp.get("tail_s", 0) for sp in spans) == pytest.approx(run["wall_s"])
 

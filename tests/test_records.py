@@ -1,0 +1,57 @@
+"""Typed run records: committed records load, round-trip without losing a field, and bad files are refused."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmprobe.records import RecordError, RunRecord, SeqRow, load_run_record
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMITTED = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs" / "measurements").rglob("profile-*.json"))
+
+
+def _contains(a, b, path="") -> None:
+    """Every key and value of ``a`` is in ``b``."""
+    if isinstance(a, dict):
+        for k in a:
+            assert k in b, f"{path}/{k} lost"
+            _contains(a[k], b[k], f"{path}/{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _contains(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, (path, a, b)
+
+
+@pytest.mark.parametrize("path", COMMITTED)
+def test_committed_records_round_trip(path):
+    rec = load_run_record(ROOT / path)
+    doc = json.loads((ROOT / path).read_text())
+    _contains(doc, rec.to_dict())
+    assert RunRecord.from_dict(rec.to_dict()) == rec
+    st = rec.scenarios[0].runs[0].steps[0]
+    assert isinstance(st.seqs[0], SeqRow) and st.work == [(r.new, r.cached) for r in st.seqs]
+
+
+@pytest.mark.parametrize("doc,needle", [
+    ({"hello": 1}, "not an llmprobe run record"),
+    ({"schema_version": 9, "scenarios": [], "config": {"model": "m"}}, "schema 9"),
+    ({"schema_version": 1, "scenarios": [{"batch": 1}], "config": {"model": "m"}}, "scenario 0: lacks"),
+    ({"schema_version": 1, "config": {"model": "m"}, "scenarios": [
+        {"batch": 1, "prompt_len": 2, "gen_len": 2, "summary": {k: {"median": 1} for k in
+                                                              ("ttft_s", "tpot_s", "total_latency_s", "tps")},
+         "runs": [{"wall_s": 1.0, "requests": [], "steps": [
+             {"index": 0, "t_start_s": 0, "t_end_s": 1, "host_ms": 1, "device_ms": None, "seqs": [["r", 2, 0]]}]}]}]},
+     "scenario 0 run 0 step 0: a sequence row must be"),
+])
+def test_malformed_records_are_refused_in_one_line(tmp_path, doc, needle):
+    with pytest.raises(RecordError, match=needle):
+        RunRecord.from_dict(doc)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    r = subprocess.run([sys.executable, "-m", "llmprobe", "explain", str(bad)], capture_output=True, text=True)
+    assert r.returncode == 2 and needle.split(":")[0] in r.stderr and len(r.stderr.strip().splitlines()) == 1
