@@ -1,11 +1,9 @@
 // CUDA-core FP32 throughput: CHAINS independent FMA chains per thread, ITERS steps each, so the
 // scheduler always has an independent FMA to issue (4-cycle latency x 4 schedulers per SM).
-//
-//   llmprobe: kernel=fma_chain_fp32 flops_per_thread=2*CHAINS*iters
-// (2 FLOPs per FMA; the launcher multiplies by the thread count and the iters argument.)
+// CHAINS comes from kernels/traffic.py (FMA_CHAINS), which also counts the FLOPs: 2 per FMA.
 
 #ifndef CHAINS
-#define CHAINS 8
+#error "compile with -DCHAINS=<kernels/traffic.py FMA_CHAINS>"
 #endif
 
 extern "C" __global__ void fma_chain_fp32(float* __restrict__ out,  // one result per thread (keeps chains live)

@@ -8,11 +8,7 @@
 // takes 40 (sm_90) to 48 (sm_80), so 6 or 5 blocks of 256 fit an SM, not 8. Capping it at 32 with
 // __launch_bounds__(256, 8) spills (76 B per thread), which costs more than the lost occupancy.
 //
-// Traffic declarations, per float4 element, read by the launcher (llmprobe/microbench/cupy_streams.py):
-//   llmprobe: kernel=read_v4  reads=1 writes=0 flops=4
-//   llmprobe: kernel=write_v4 reads=0 writes=1 flops=0
-//   llmprobe: kernel=copy_v4  reads=1 writes=1 flops=0
-//   llmprobe: kernel=triad_v4 reads=2 writes=1 flops=8
+// What each kernel reads, writes and computes: kernels/traffic.py (STREAM, per float; _v4 moves four).
 // (read_v4 also writes one float per thread, gridDim*blockDim*4 bytes, under 0.1% of the stream.)
 
 #ifndef UNROLL

@@ -1,15 +1,11 @@
 """A tiled tensor-core matmul in Triton (tl.dot), C[M, N] = A[M, K] @ B[K, N].
 
-FLOPs = 2 * M * N * K (one multiply-accumulate = 2 FLOPs). Programs are grouped GROUP_M tiles
-along M so neighbouring programs reuse the same B tiles from L2.
+FLOPs: kernels/traffic.py (matmul_flops). Programs are grouped GROUP_M tiles along M so
+neighbouring programs reuse the same B tiles from L2.
 """
 
 import triton
 import triton.language as tl
-
-
-def flops(m: int, n: int, k: int) -> int:
-    return 2 * m * n * k
 
 
 @triton.jit

@@ -1,18 +1,10 @@
 """Triton streaming kernels for HBM bandwidth. Imports triton: load it only where it is used.
 
-TRAFFIC declares, per element, what each kernel reads and writes and the FLOPs it does; the
-launcher turns it into bytes = (reads + writes) * n * element_size.
+What each reads, writes and computes per element: kernels/traffic.py (STREAM).
 """
 
 import triton
 import triton.language as tl
-
-TRAFFIC = {
-    "read": {"reads": 1, "writes": 0, "flops": 1},   # + one float32 partial per program
-    "write": {"reads": 0, "writes": 1, "flops": 0},
-    "copy": {"reads": 1, "writes": 1, "flops": 0},
-    "triad": {"reads": 2, "writes": 1, "flops": 2},
-}
 
 
 @triton.jit

@@ -56,6 +56,11 @@ def compute_dtype(weight_dtype: str, activation_dtype: str, peak_flops: dict[str
     return activation_dtype
 
 
+def kv_dtype_of(kv_cache_dtype: str | None) -> str | None:
+    """The cost model's KV format for vLLM's --kv-cache-dtype ("auto": the activation format, None)."""
+    return "fp8" if str(kv_cache_dtype or "auto").startswith("fp8") else None
+
+
 # vLLM quantization methods -> the weight format the cost model should assume.
 _QUANTIZATION = {"fp8": "fp8", "fbgemm_fp8": "fp8", "modelopt": "fp8", "ptpc_fp8": "fp8",
                  "awq": "int4", "awq_marlin": "int4", "gptq": "int4", "gptq_marlin": "int4", "marlin": "int4",

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .dtypes import nbytes
+from .dtypes import kv_dtype_of, nbytes
 from .errors import UserError
 from .hardware import Ceilings, match_device_name, resolve_gpu
 from .models import from_hf_config
@@ -80,7 +80,7 @@ def inputs_for(record: RunRecord, gpu: str | None = None, ceilings_file: dict | 
         full = from_hf_config({**record.model_config, "num_hidden_layers": cfg["full_layers"]}, name=cfg["model"])
         spec = full.with_layers(spec.num_layers)
     ceil, source = ceilings_for(record, gpu, ceilings_file)
-    kv = "fp8" if str(cfg.get("kv_cache_dtype", "auto")).startswith("fp8") else None
+    kv = kv_dtype_of(cfg.get("kv_cache_dtype", "auto"))
     return Inputs(ceil, source, Floors.of(spec, ceil, dtype=cfg.get("weight_dtype", "bf16"), kv_dtype=kv, tp=cfg.get("tp", 1)))
 
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .engines import EngineOptions, check_options, create_engine, engine_device
-from .dtypes import ACTIVATION_DTYPES, normalize, quantized_weight_dtype
+from .dtypes import ACTIVATION_DTYPES, kv_dtype_of, normalize, quantized_weight_dtype
 from .errors import UserError
 from .hostload import HostLoad
 from .models import ModelSpec, resolve_model
@@ -199,13 +199,8 @@ def preflight(spec: ModelSpec, scenarios: Sequence[Scenario], device: dict[str, 
 
 def describe_device(engine_device: str) -> dict[str, Any]:
     if engine_device == "cuda":
-        try:
-            from .telemetry import fingerprint
-            return fingerprint()
-        except Exception:  # NVML missing or unsupported: torch still names the card
-            import torch
-            p = torch.cuda.get_device_properties(0)
-            return {"kind": "cuda", "name": p.name, "memory_bytes": p.total_memory, "nvml": False}
+        from .telemetry import describe_cuda
+        return describe_cuda()
     return cpu_description()
 
 
@@ -225,7 +220,7 @@ def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1)
     check_options(backend, eo)
     say = progress or (lambda msg: None)
     weight_dtype = quantized_weight_dtype(eo.quantization) or normalize(eo.dtype, ACTIVATION_DTYPES, "--dtype")
-    kv_dtype = "fp8" if eo.kv_cache_dtype.startswith("fp8") else None
+    kv_dtype = kv_dtype_of(eo.kv_cache_dtype)
     max_len = max(s.prompt_len + s.gen_len for s in scenarios)
     if eo.max_model_len is None:
         eo = EngineOptions(**{**eo.__dict__, "max_model_len": max_len})
@@ -314,10 +309,10 @@ def compute_note(device: dict[str, Any], weight_dtype: str) -> dict[str, Any]:
 def _sampler(device: str):
     if device != "cuda":
         return None
+    from .telemetry import NvmlUnavailable, Sampler
     try:
-        from .telemetry import Sampler
         return Sampler()
-    except Exception:  # no NVML: runs go on without telemetry, the record says null
+    except NvmlUnavailable:  # runs go on without telemetry, the record says null
         return None
 
 

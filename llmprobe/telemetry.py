@@ -9,7 +9,6 @@ import threading
 import time
 from typing import Any
 
-from .errors import MissingDependency
 from .timing import summarize
 
 # nvmlClocksEventReasons / nvmlClocksThrottleReasons bit -> name (nvml.h)
@@ -23,21 +22,39 @@ HARMFUL_THROTTLE = {"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_th
                     "hw_power_brake_slowdown"}
 
 
+class NvmlUnavailable(RuntimeError):
+    """NVML cannot answer here: nvidia-ml-py missing, no driver, or no GPU it can see."""
+
+
 def _nvml():
     try:
         import pynvml
     except ImportError as e:
-        raise MissingDependency("nvidia-ml-py (module pynvml)", "nvml", cause=e) from None
-    pynvml.nvmlInit()
+        raise NvmlUnavailable(f"nvidia-ml-py not installed ({e}): pip install 'llmprobe[nvml]'") from None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as e:
+        raise NvmlUnavailable(f"NVML did not start: {e}") from None
     return pynvml
 
 
-def _try(fn, *args, default=None):
+def _try(nv, fn, *args, default=None):
     try:
         v = fn(*args)
         return v.decode() if isinstance(v, bytes) else v
-    except Exception:  # NVML raises NVMLError_NotSupported and friends per field: record what exists
+    except nv.NVMLError:  # NotSupported, NoPermission and friends, per field: record what exists
         return default
+
+
+def describe_cuda(index: int = 0) -> dict[str, Any]:
+    """The GPU's NVML fingerprint, or what torch alone can say of it when NVML cannot answer."""
+    try:
+        return fingerprint(index)
+    except NvmlUnavailable as e:
+        import torch
+        p = torch.cuda.get_device_properties(index)
+        return {"kind": "cuda", "name": p.name, "memory_bytes": p.total_memory, "sm_count": p.multi_processor_count,
+                "capability": list(torch.cuda.get_device_capability(index)), "nvml": False, "nvml_error": str(e)}
 
 
 def decode_throttle(mask: int | None) -> list[str] | None:
@@ -52,7 +69,7 @@ def clock_event_mask(nv, handle) -> int | None:
     ClocksThrottleReasons; older bindings only have the latter. None when neither answers."""
     for fn in ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"):
         if hasattr(nv, fn):
-            mask = _try(getattr(nv, fn), handle)
+            mask = _try(nv, getattr(nv, fn), handle)
             if mask is not None:
                 return mask
     return None
@@ -61,37 +78,40 @@ def clock_event_mask(nv, handle) -> int | None:
 def fingerprint(index: int = 0) -> dict[str, Any]:
     """Identity and state of GPU ``index``: what decides whether its numbers can be compared."""
     nv = _nvml()
-    h = nv.nvmlDeviceGetHandleByIndex(index)
-    name = _try(nv.nvmlDeviceGetName, h)
-    mem = _try(nv.nvmlDeviceGetMemoryInfo, h)
-    power_limit = _try(nv.nvmlDeviceGetEnforcedPowerLimit, h)
-    mig = _try(nv.nvmlDeviceGetMigMode, h)
-    procs = _try(nv.nvmlDeviceGetComputeRunningProcesses, h, default=[]) or []
-    ecc = _try(nv.nvmlDeviceGetEccMode, h)
-    cuda_drv = _try(nv.nvmlSystemGetCudaDriverVersion)
+    try:
+        h = nv.nvmlDeviceGetHandleByIndex(index)
+    except nv.NVMLError as e:
+        raise NvmlUnavailable(f"NVML has no GPU {index}: {e}") from None
+    name = _try(nv, nv.nvmlDeviceGetName, h)
+    mem = _try(nv, nv.nvmlDeviceGetMemoryInfo, h)
+    power_limit = _try(nv, nv.nvmlDeviceGetEnforcedPowerLimit, h)
+    mig = _try(nv, nv.nvmlDeviceGetMigMode, h)
+    procs = _try(nv, nv.nvmlDeviceGetComputeRunningProcesses, h, default=[]) or []
+    ecc = _try(nv, nv.nvmlDeviceGetEccMode, h)
+    cuda_drv = _try(nv, nv.nvmlSystemGetCudaDriverVersion)
     fp = {
         "kind": "cuda",
         "index": index,
         "name": name,
-        "uuid": _try(nv.nvmlDeviceGetUUID, h),
-        "serial": _try(nv.nvmlDeviceGetSerial, h),
+        "uuid": _try(nv, nv.nvmlDeviceGetUUID, h),
+        "serial": _try(nv, nv.nvmlDeviceGetSerial, h),
         "memory_bytes": mem.total if mem else None,
         "memory_used_bytes": mem.used if mem else None,
-        "driver_version": _try(nv.nvmlSystemGetDriverVersion),
+        "driver_version": _try(nv, nv.nvmlSystemGetDriverVersion),
         "cuda_driver_version": f"{cuda_drv // 1000}.{cuda_drv % 1000 // 10}" if cuda_drv else None,
-        "sm_clock_mhz": _try(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_SM),
-        "mem_clock_mhz": _try(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_MEM),
-        "max_sm_clock_mhz": _try(nv.nvmlDeviceGetMaxClockInfo, h, nv.NVML_CLOCK_SM),
-        "max_mem_clock_mhz": _try(nv.nvmlDeviceGetMaxClockInfo, h, nv.NVML_CLOCK_MEM),
+        "sm_clock_mhz": _try(nv, nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_SM),
+        "mem_clock_mhz": _try(nv, nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_MEM),
+        "max_sm_clock_mhz": _try(nv, nv.nvmlDeviceGetMaxClockInfo, h, nv.NVML_CLOCK_SM),
+        "max_mem_clock_mhz": _try(nv, nv.nvmlDeviceGetMaxClockInfo, h, nv.NVML_CLOCK_MEM),
         "power_limit_w": power_limit / 1000 if power_limit else None,
-        "power_draw_w": (_try(nv.nvmlDeviceGetPowerUsage, h) or 0) / 1000 or None,
-        "temperature_c": _try(nv.nvmlDeviceGetTemperature, h, nv.NVML_TEMPERATURE_GPU),
+        "power_draw_w": (_try(nv, nv.nvmlDeviceGetPowerUsage, h) or 0) / 1000 or None,
+        "temperature_c": _try(nv, nv.nvmlDeviceGetTemperature, h, nv.NVML_TEMPERATURE_GPU),
         "ecc_enabled": bool(ecc[0]) if ecc else None,
         "mig_enabled": bool(mig[0]) if mig else False,
-        "pcie_gen": _try(nv.nvmlDeviceGetCurrPcieLinkGeneration, h),
-        "pcie_width": _try(nv.nvmlDeviceGetCurrPcieLinkWidth, h),
-        "pcie_max_gen": _try(nv.nvmlDeviceGetMaxPcieLinkGeneration, h),
-        "pcie_max_width": _try(nv.nvmlDeviceGetMaxPcieLinkWidth, h),
+        "pcie_gen": _try(nv, nv.nvmlDeviceGetCurrPcieLinkGeneration, h),
+        "pcie_width": _try(nv, nv.nvmlDeviceGetCurrPcieLinkWidth, h),
+        "pcie_max_gen": _try(nv, nv.nvmlDeviceGetMaxPcieLinkGeneration, h),
+        "pcie_max_width": _try(nv, nv.nvmlDeviceGetMaxPcieLinkWidth, h),
         "throttle_reasons": decode_throttle(clock_event_mask(nv, h)),
         "other_processes": len(procs),
     }
@@ -117,7 +137,10 @@ class Sampler:
 
     def __init__(self, index: int = 0, interval_s: float = 0.1):
         self.nv = _nvml()
-        self.h = self.nv.nvmlDeviceGetHandleByIndex(index)
+        try:
+            self.h = self.nv.nvmlDeviceGetHandleByIndex(index)
+        except self.nv.NVMLError as e:
+            raise NvmlUnavailable(f"NVML has no GPU {index}: {e}") from None
         self.interval_s = interval_s
         self.samples: list[dict[str, Any]] = []
         self._stop = threading.Event()
@@ -125,11 +148,11 @@ class Sampler:
 
     def _sample(self) -> dict[str, Any]:
         nv, h = self.nv, self.h
-        util = _try(nv.nvmlDeviceGetUtilizationRates, h)
-        return {"t": time.perf_counter(), "sm_clock_mhz": _try(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_SM),
-                "mem_clock_mhz": _try(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_MEM),
-                "power_w": (_try(nv.nvmlDeviceGetPowerUsage, h) or 0) / 1000 or None,
-                "temperature_c": _try(nv.nvmlDeviceGetTemperature, h, nv.NVML_TEMPERATURE_GPU),
+        util = _try(nv, nv.nvmlDeviceGetUtilizationRates, h)
+        return {"t": time.perf_counter(), "sm_clock_mhz": _try(nv, nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_SM),
+                "mem_clock_mhz": _try(nv, nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_MEM),
+                "power_w": (_try(nv, nv.nvmlDeviceGetPowerUsage, h) or 0) / 1000 or None,
+                "temperature_c": _try(nv, nv.nvmlDeviceGetTemperature, h, nv.NVML_TEMPERATURE_GPU),
                 "gpu_util_pct": util.gpu if util else None, "mem_util_pct": util.memory if util else None,
                 "throttle": clock_event_mask(nv, h)}
 

@@ -8,6 +8,7 @@ from typing import Any
 from .explain import PART_GROUPS
 from .tables import Section, markdown_table, rich_table
 from .terminal import console, err_console, print_sections
+from .timing import relative_spread
 from .units import count, money, pct, seconds, si, throttle_text
 
 
@@ -43,7 +44,7 @@ def _stat(s: dict | None, fmt) -> str:
         return "-"
     spread = ""
     if s.get("n", 0) > 1 and s["median"]:
-        spread = f" ±{100 * (s['max'] - s['min']) / 2 / s['median']:.1f}%"
+        spread = f" ±{100 * relative_spread(s) / 2:.1f}%"
     return f"{fmt(s['median'])}{spread}"
 
 

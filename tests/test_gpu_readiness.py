@@ -21,9 +21,10 @@ def test_kernels_found_from_a_plain_source_tree(tmp_path):
     for d in ("llmprobe", "kernels"):
         shutil.copytree(ROOT / d, tmp_path / d, ignore=shutil.ignore_patterns("__pycache__"))
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import llmprobe.kernels as k; "
-            "from llmprobe.microbench.cupy_streams import source, declarations; "
+            "from llmprobe.microbench.launch import cuda_source; from llmprobe.kernels.traffic import STREAM; "
             "assert k.__file__.startswith(sys.argv[1]), k.__file__; "
-            "assert 'triad_v4' in declarations('stream.cu') and 'fma_chain_fp32' in source('fma.cu'); print('ok')")
+            "assert 'triad_v4' in cuda_source('stream.cu') and 'fma_chain_fp32' in cuda_source('fma.cu') "
+            "and 'triad' in STREAM; print('ok')")
     r = subprocess.run([sys.executable, "-S", "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60,
                        cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
@@ -47,8 +48,13 @@ def test_l2_size_falls_back_to_the_catalog():
     assert l2_bytes(SimpleNamespace(name="NVIDIA A100-SXM4-80GB", total_memory=85e9, L2_cache_size=40 << 20)) == 40 << 20
 
 
+class _NvmlError(Exception):
+    pass
+
+
 class _Nvml:
     """Stands in for pynvml (no NVML on a machine without a GPU): one binding present or absent, or failing."""
+    NVMLError = _NvmlError
 
     def __init__(self, new=None, old=None):
         if new is not None:
@@ -58,7 +64,11 @@ class _Nvml:
 
 
 def _fail(h):
-    raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
+    raise _NvmlError("NVML_ERROR_NOT_SUPPORTED")
+
+
+def _bug(h):
+    raise TypeError("a bug in our call, not an NVML answer")
 
 
 def test_throttle_reasons_prefer_the_new_call_and_never_invent_not_throttled():
@@ -66,6 +76,8 @@ def test_throttle_reasons_prefer_the_new_call_and_never_invent_not_throttled():
     assert clock_event_mask(_Nvml(new=_fail, old=lambda h: 0x8), None) == 0x8      # falls back
     assert clock_event_mask(_Nvml(old=lambda h: 0x1), None) == 0x1                  # old bindings only
     assert clock_event_mask(_Nvml(new=_fail, old=_fail), None) is None
+    with pytest.raises(TypeError):   # only what NVML raises means "unknown"; a bug is not hidden
+        clock_event_mask(_Nvml(new=_bug), None)
     assert decode_throttle(None) is None and decode_throttle(0) == [] and decode_throttle(0x4) == ["sw_power_cap"]
     unknown = summarize_samples([{"throttle": None}, {"throttle": None}], 0.1)
     assert unknown["throttle_fraction"] is None and unknown["throttled"] is None

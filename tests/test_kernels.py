@@ -8,7 +8,8 @@ from importlib import resources
 
 import pytest
 
-from llmprobe.microbench.cupy_streams import declarations, fma_flops, stream_bytes, stream_flops
+from llmprobe.kernels.traffic import STREAM
+from llmprobe.microbench.launch import cuda_options
 
 from .conftest import requires_nvcc
 
@@ -20,15 +21,10 @@ def test_kernels_ship_as_package_data():
     assert (resources.files("llmprobe.kernels") / "triton_stream.py").is_file()
 
 
-def test_declarations_match_hand_counts():
-    n4 = 1000  # float4 elements, 16 bytes each
-    assert stream_bytes("copy_v4", n4) == 2 * 16 * n4        # read a, write c
-    assert stream_bytes("triad_v4", n4) == 3 * 16 * n4       # read a and b, write c
-    assert stream_bytes("read_v4", n4) == 16 * n4
-    assert stream_bytes("write_v4", n4) == 16 * n4
-    assert stream_flops("triad_v4", n4) == 8 * n4            # one FMA (2 FLOPs) per float, 4 floats
-    assert fma_flops(threads=256, iters=10) == 2 * 8 * 10 * 256
-    assert set(declarations("stream.cu")) == {"read_v4", "write_v4", "copy_v4", "triad_v4"}
+def test_one_source_for_the_fma_chain_count(tmp_path):
+    """fma.cu takes CHAINS from the traffic table only: without -DCHAINS it refuses to compile."""
+    src = (resources.files("llmprobe.kernels") / "fma.cu").read_text()
+    assert "#error" in src and "#define CHAINS" not in src
 
 
 @requires_nvcc
@@ -36,28 +32,48 @@ def test_declarations_match_hand_counts():
 @pytest.mark.parametrize("name", CU_FILES)
 def test_cuda_sources_compile_without_spills(name, arch, tmp_path):
     src = resources.files("llmprobe.kernels") / name
-    r = subprocess.run(["nvcc", f"-arch={arch}", "-cubin", "-Xptxas", "-v", "-std=c++17", "-o",
+    r = subprocess.run(["nvcc", f"-arch={arch}", "-cubin", "-Xptxas", "-v", *cuda_options(), "-o",
                         str(tmp_path / "k.cubin"), str(src)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", r.stderr)
     assert spills and all(s == ("0", "0") for s in spills), r.stderr
-    kernels = re.findall(r"Compiling entry function '(\w+)'", r.stderr)
-    assert set(kernels) >= set(declarations(name))
+    kernels = set(re.findall(r"Compiling entry function '(\w+)'", r.stderr))
+    assert kernels == ({f"{k}_v4" for k in STREAM} if name == "stream.cu" else {"fma_chain_fp32"})
 
 
 TRITON_CHECK = r"""
 import torch
-from llmprobe.microbench.triton_launch import matmul, stream_bytes, stream_call
+from llmprobe.kernels.traffic import STREAM
+from llmprobe.microbench.launch import triton_matmul, triton_stream_call
 torch.manual_seed(0)
 n = 10_000                      # not a multiple of the block: the masks are exercised
-a, b, c = torch.rand(n) + 0.5, torch.rand(n) + 0.5, torch.empty(n)
-for k in ("read", "write", "copy", "triad"):
-    call, valid, nbytes = stream_call(k, a, b, c, 1.5)
-    call()
-    assert valid(), k
-assert stream_bytes("triad", n, 4) == 3 * 4 * n and stream_bytes("read", n, 4) == 4 * n
+
+
+def observe(k):
+    # The traffic table, observed: an input is read if changing it changes the output; an array is
+    # written if the kernel changes it (read's output is its partial sums, one per program).
+    a, b, c = torch.rand(n) + 0.5, torch.rand(n) + 0.5, torch.zeros(n)
+    call = triton_stream_call(k, a, b, c, 1.5)
+    call.launch()
+    assert call.validate(), k
+    base = call.output.clone()
+    reads = 0
+    for x in (a, b):
+        keep = x.clone()
+        x.add_(1.0)
+        call.launch()
+        reads += not torch.equal(call.output, base)
+        x.copy_(keep)
+    writes = int(bool(c.any()))
+    return reads, writes, call.nbytes
+
+
+for k, t in STREAM.items():
+    reads, writes, nbytes = observe(k)
+    assert (reads, writes) == (t.reads, t.writes), (k, reads, writes, t)
+    assert nbytes == (reads + writes) * 4 * n, k
 x, y = torch.randn(70, 40), torch.randn(40, 50)
-out = matmul(x, y, BLOCK_M=32, BLOCK_N=32, BLOCK_K=16, GROUP_M=2)
+out = triton_matmul(x, y, BLOCK_M=32, BLOCK_N=32, BLOCK_K=16, GROUP_M=2)
 torch.testing.assert_close(out, x @ y, rtol=1e-4, atol=1e-4)
 print("ok")
 """
@@ -91,7 +107,7 @@ def test_cuda_sources_compile_with_nvrtc(name, arch):
     src = (resources.files("llmprobe.kernels") / name).read_text().encode()
     prog = ctypes.c_void_p()
     assert lib.nvrtcCreateProgram(ctypes.byref(prog), src, name.encode(), 0, None, None) == 0
-    opts = [f"--gpu-architecture={arch}".encode(), b"-std=c++17"]   # the options cupy_streams.module passes
+    opts = [f"--gpu-architecture={arch}".encode()] + [o.encode() for o in cuda_options()]   # what launch passes
     rc = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
     size = ctypes.c_size_t()
     lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))

@@ -52,6 +52,10 @@ class HfEngine(Engine):
         if want == "cuda" and not torch.cuda.is_available():
             raise UserError("--device cuda: torch sees no CUDA device")
         self.device = want
+        self.clock = None
+        if want == "cuda":
+            from ..timing import CudaClock
+            self.clock = CudaClock()
         dtype = getattr(torch, torch_name(opts.dtype))
         torch.manual_seed(opts.seed)
         if opts.weights == "real":
@@ -87,11 +91,6 @@ class HfEngine(Engine):
         return {"do_sample": False, "cache_implementation": "static", "eos_token_id": None, "pad_token_id": 0,
                 "disable_compile": True}
 
-    def _event(self):
-        ev = self.torch.cuda.Event(enable_timing=True)
-        ev.record()
-        return ev
-
     def _pre(self, module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
         batch, new = ids.shape
@@ -105,12 +104,12 @@ class HfEngine(Engine):
         t = time.perf_counter()
         gap = (t - self._steps[-1]["_t_end"]) * 1e3 if self._steps else None
         self._steps.append({"_t_start": t, "gap_ms": gap, "seqs": seqs,
-                            "_ev": [self._event(), None] if self.device == "cuda" else None})
+                            "_ev": [self.clock.event(), None] if self.clock else None})
 
     def _post(self, module, args, kwargs, output):
         rec = self._steps[-1]
         if rec["_ev"] is not None:
-            rec["_ev"][1] = self._event()
+            rec["_ev"][1] = self.clock.event()
         rec["_t_end"] = time.perf_counter()
         self._cached += rec["seqs"][0][1]
 
@@ -126,14 +125,14 @@ class HfEngine(Engine):
             self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=gen_len,
                                 min_new_tokens=gen_len, streamer=stamps, **self.generation_kwargs())
             wall = time.perf_counter() - t0
-        if self.device == "cuda":
-            torch.cuda.synchronize()
+        if self.clock:
+            self.clock.synchronize()
         steps = []
         for k, rec in enumerate(self._steps):
             ev = rec.pop("_ev")
             steps.append({"index": k, "t_start_s": rec["_t_start"] - t0, "t_end_s": rec["_t_end"] - t0,
                           "gap_ms": rec["gap_ms"], "host_ms": (rec["_t_end"] - rec["_t_start"]) * 1e3,
-                          "device_ms": ev[0].elapsed_time(ev[1]) if ev else None, "seqs": rec["seqs"],
+                          "device_ms": self.clock.elapsed_s(*ev) * 1e3 if ev else None, "seqs": rec["seqs"],
                           **classify(rec["seqs"])})
         # generate() returns every row together: all requests share the step times.
         requests = [request_timing(f"r{i}", len(p), stamps.times) for i, p in enumerate(prompts)]

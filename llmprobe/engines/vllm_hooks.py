@@ -39,25 +39,22 @@ def _rows(so, prompt_lens: dict[str, int]) -> list[list[Any]]:
 
 class _StepState:
     def __init__(self, device_timers: bool):
-        self.torch = None
+        self.clock = None
         if device_timers:
             import torch
-            self.torch = torch if torch.cuda.is_available() else None
+            if torch.cuda.is_available():
+                from ..timing import CudaClock
+                self.clock = CudaClock()
         self.steps: list[dict[str, Any]] = []
         self.open: dict[str, Any] | None = None
         self.prompt_lens: dict[str, int] = {}
         self.last_end: float | None = None
 
-    def _event(self):
-        ev = self.torch.cuda.Event(enable_timing=True)
-        ev.record()
-        return ev
-
     def begin(self, so) -> None:
         t = time.perf_counter()
         self.open = {"t_start": t, "gap_ms": None if self.last_end is None else (t - self.last_end) * 1e3,
                      "seqs": _rows(so, self.prompt_lens), "host_s": 0.0,
-                     "ev": [self._event(), None] if self.torch else None}
+                     "ev": [self.clock.event(), None] if self.clock else None}
         self.open["_t"] = t
 
     def pause(self) -> None:
@@ -77,17 +74,17 @@ class _StepState:
         if "_t" in rec:
             rec["host_s"] += t - rec.pop("_t")
         if rec["ev"] is not None:
-            rec["ev"][1] = self._event()
+            rec["ev"][1] = self.clock.event()
         rec["t_end"] = self.last_end = t
         self.steps.append(rec)
 
     def fetch(self) -> list[dict[str, Any]]:
-        if self.torch is not None and self.steps:
-            self.torch.cuda.synchronize()
+        if self.clock is not None and self.steps:
+            self.clock.synchronize()
         out = []
         for rec in self.steps:
             ev = rec.pop("ev")
-            rec["device_ms"] = ev[0].elapsed_time(ev[1]) if ev else None
+            rec["device_ms"] = self.clock.elapsed_s(*ev) * 1e3 if ev else None
             rec["host_ms"] = rec.pop("host_s") * 1e3
             out.append(rec)
         self.steps = []

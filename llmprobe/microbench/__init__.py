@@ -56,13 +56,13 @@ def measure(mode: str = "default", methods: tuple[str, ...] | None = None,
                 raise missing
             warnings.append(f"{m} methods skipped: {missing}")
             wanted.discard(m)
+    from ..telemetry import NvmlUnavailable, Sampler, describe_cuda
+    fp = describe_cuda()
     try:
-        from ..telemetry import Sampler, fingerprint
-        fp = fingerprint()
         sampler = Sampler(interval_s=0.1)
-    except Exception as e:  # no NVML: measure anyway, without clocks and throttle reasons
-        fp, sampler = gpu.describe(), None
-        warnings.append(f"no NVML telemetry ({type(e).__name__}): pip install 'llmprobe[nvml]'")
+    except NvmlUnavailable as e:  # measure anyway, without clocks and throttle reasons
+        sampler = None
+        warnings.append(f"no NVML telemetry: {e}")
     if fp.get("mig_enabled"):
         warnings.append("MIG is enabled: these are the ceilings of a MIG slice, not of the whole card")
     if fp.get("other_processes"):
@@ -87,12 +87,8 @@ def measure(mode: str = "default", methods: tuple[str, ...] | None = None,
 
 def current_device() -> dict:
     if _has_cuda():
-        try:
-            from ..telemetry import fingerprint
-            return fingerprint()
-        except Exception:  # no NVML: torch still identifies the card
-            from .gpu import describe
-            return describe()
+        from ..telemetry import describe_cuda
+        return describe_cuda()
     return cpu_description()
 
 

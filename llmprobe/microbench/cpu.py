@@ -9,8 +9,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ..timing import HostClock, bench
-from .result import MethodResult
+from ..kernels.traffic import matmul_flops
+from ..timing import HostClock, bench, relative_spread
+from .result import MethodResult, matmul_error
 
 GIB = 1 << 30
 MAX_ARRAY = 4 * GIB
@@ -69,7 +70,8 @@ def _stream(name: str, mode: str, make) -> MethodResult:
         if error():
             return MethodResult(name, "bandwidth", "fp32", None, False, f"{error()} at {size} B")
         t = bench(call, HostClock(), warmup_s=warm, rep_s=rep)
-        sweep.append({"bytes_per_array": size, "value": nbytes / t.median_s, "spread": _spread(t), "counts": size >= plateau})
+        sweep.append({"bytes_per_array": size, "value": nbytes / t.median_s, "spread": relative_spread(t.stats),
+                      "counts": size >= plateau})
         del src, call
     top = max((p for p in sweep if p["counts"]), key=lambda p: p["value"])
     return MethodResult(name, "bandwidth", "fp32", top["value"], True, best_params={"bytes_per_array": top["bytes_per_array"]},
@@ -96,7 +98,7 @@ def read_bandwidth(mode: str) -> MethodResult:
     return _stream("torch.sum", mode, make)
 
 
-def matmul_flops(mode: str, dtype: str) -> MethodResult:
+def matmul_ceiling(mode: str, dtype: str) -> MethodResult:
     """torch matmul over shapes and layouts: FLOPs = 2 m n k; validated against float64.
 
     The ceiling is the best (shape, layout). Layouts differ by up to 50x on some CPUs (bf16 a @ b on
@@ -113,7 +115,7 @@ def matmul_flops(mode: str, dtype: str) -> MethodResult:
     s_per_flop: dict[str, float] = {}
     for lay in LAYOUTS:
         for m, n, k in MATMUL_SHAPES[mode]:
-            flops = 2 * m * n * k
+            flops = matmul_flops(m, n, k)
             left = budget - (time.perf_counter() - t0)
             # about 10 calls per point: the first, an estimate, a warm-up and the timed repeats
             if lay in s_per_flop and 10 * flops * s_per_flop[lay] > left or left <= 0:
@@ -126,25 +128,19 @@ def matmul_flops(mode: str, dtype: str) -> MethodResult:
             out = call()
             first = time.perf_counter() - c0
             s_per_flop[lay] = max(s_per_flop.get(lay, 0.0), first / flops)
-            ref = a[:64].double() @ (w.double().t() if lay == "nt" else w.double())
-            err = (out[:64].double() - ref).abs().max().item() / ref.abs().max().item()
-            if err > (1e-4 if dtype == "fp32" else 3e-2):
-                return MethodResult("torch.matmul", "flops", dtype, None, False, f"relative error {err:.2e} at {m}x{n}x{k} {lay}")
+            bad = matmul_error(out, a, w.t() if lay == "nt" else w, dtype, rows=64)
+            if bad:
+                return MethodResult("torch.matmul", "flops", dtype, None, False, f"{bad} at {m}x{n}x{k} {lay}")
             if 10 * first > budget - (time.perf_counter() - t0):
                 sweep.append({"shape": [m, n, k], "layout": lay, "value": flops / first, "calls": 1})
                 continue
             t = bench(call, HostClock(), warmup_s=warm, rep_s=rep, min_reps=3)
             s_per_flop[lay] = t.median_s / flops
-            sweep.append({"shape": [m, n, k], "layout": lay, "value": flops / t.median_s, "spread": _spread(t)})
+            sweep.append({"shape": [m, n, k], "layout": lay, "value": flops / t.median_s, "spread": relative_spread(t.stats)})
     top = max(sweep, key=lambda p: p["value"])
     note = (f"skipped by its {budget:.0f} s budget (predicted too slow): {', '.join(skipped)}" if skipped else None)
     return MethodResult("torch.matmul", "flops", dtype, top["value"], True,
                         best_params={"shape": top["shape"], "layout": top["layout"]}, sweep=sweep, note=note)
-
-
-def _spread(t) -> float | None:
-    s = t.stats
-    return (s["max"] - s["min"]) / s["median"] if s["median"] else None
 
 
 def run(mode: str, say: Callable[[str], None]) -> list[MethodResult]:
@@ -155,5 +151,5 @@ def run(mode: str, say: Callable[[str], None]) -> list[MethodResult]:
     out.append(read_bandwidth(mode))
     for dt in ("fp32", "bf16"):
         say(f"CPU: torch matmul {dt}")
-        out.append(matmul_flops(mode, dt))
+        out.append(matmul_ceiling(mode, dt))
     return out

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 from ..errors import MissingDependency
-from ..timing import CudaClock, bench
-from .result import MethodResult
+from ..kernels.traffic import STREAM, matmul_flops
+from ..timing import CudaClock, bench, relative_spread
+from .result import MethodResult, matmul_error
 
 GIB = 1 << 30
 STREAM_BYTES = {"quick": [512 << 20], "default": [256 << 20, GIB], "full": None}  # full: a sweep from 4x L2
@@ -96,14 +96,14 @@ class Suite:
         for size in sizes:
             if budget.spent():
                 break
-            call, valid, nbytes = make(size)
+            call, valid, nbytes, _ = make(size)
             call()
             self.torch.cuda.synchronize()
             if not valid():
                 return MethodResult(name, "bandwidth", "fp32", None, False, f"wrong result at {size} B per array")
             t = self.time(call)
             pts.append({"bytes_per_array": size, "value": nbytes / t.median_s, "best": nbytes / t.best_s,
-                        "spread": (t.stats["max"] - t.stats["min"]) / t.median_s})
+                        "spread": relative_spread(t.stats)})
         top = max(pts, key=lambda p: p["value"])
         return MethodResult(name, "bandwidth", "fp32", top["value"], True, best_params={"bytes_per_array": top["bytes_per_array"]},
                             sweep=pts, note=budget.note(len(pts)))
@@ -126,49 +126,27 @@ class Suite:
         def make(size):
             n = size // 4
             src, dst = self.rand(n), self.torch.empty(n, device="cuda")
-            return (lambda: dst.copy_(src)), (lambda: bool(self.torch.equal(dst, src))), 2 * n * 4
+            return (lambda: dst.copy_(src)), (lambda: bool(self.torch.equal(dst, src))), STREAM["copy"].bytes(n), dst
         return self.sweep_stream("torch.copy_", self.stream_sizes(), make)
 
     def cupy_stream(self, kernel: str) -> MethodResult:
-        import cupy
-        from .cupy_streams import module, stream_bytes
-        fn = module("stream.cu").get_function(kernel)
-        block = 256
-        grid = _grid(self.props, fn, block)
-        torch = self.torch
+        from .launch import CUDA_BLOCK, cuda_function, cuda_stream_call
+        fn = cuda_function("stream.cu", f"{kernel}_v4")
+        grid = _grid(self.props, fn, CUDA_BLOCK)
 
         def make(size):
-            n4 = size // 16
-            a, b, c = self.rand(n4 * 4), self.rand(n4 * 4), torch.empty(n4 * 4, device="cuda")
-            partial = torch.empty(grid * block, device="cuda")
-            ca, cb, cc, cp = (cupy.asarray(x) for x in (a, b, c, partial))
-            s = cupy.float32(1.5)
-            n = cupy.int64(n4)
-            if kernel == "read_v4":
-                return ((lambda: fn((grid,), (block,), (ca, cp, n))),
-                        (lambda: abs(partial.double().sum().item() / a.double().sum().item() - 1) < 1e-3),
-                        stream_bytes(kernel, n4))
-            if kernel == "write_v4":
-                return ((lambda: fn((grid,), (block,), (cc, s, n))), (lambda: bool((c == 1.5).all())),
-                        stream_bytes(kernel, n4))
-            if kernel == "copy_v4":
-                return ((lambda: fn((grid,), (block,), (ca, cc, n))), (lambda: bool(torch.equal(c, a))),
-                        stream_bytes(kernel, n4))
-            return ((lambda: fn((grid,), (block,), (ca, cb, cc, s, n))),
-                    (lambda: bool(torch.allclose(c, a + 1.5 * b))), stream_bytes(kernel, n4))
-        r = self.sweep_stream(f"cupy.{kernel}", self.stream_sizes(), make)
-        r.best_params.update(grid=grid, block=block, registers=fn.num_regs)
+            n = size // 16 * 4
+            return cuda_stream_call(kernel, fn, grid, self.rand(n), self.rand(n), self.torch.empty(n, device="cuda"), 1.5)
+        r = self.sweep_stream(f"cupy.{kernel}_v4", self.stream_sizes(), make)
+        r.best_params.update(grid=grid, block=CUDA_BLOCK, registers=fn.num_regs)
         return r
 
     def triton_stream(self, kernel: str) -> MethodResult:
-        from .triton_launch import stream_call
-        torch = self.torch
+        from .launch import triton_stream_call
 
         def make(size):
             n = size // 4
-            a, b, c = self.rand(n), self.rand(n), torch.empty(n, device="cuda")
-            call, check, nbytes = stream_call(kernel, a, b, c, 1.5)
-            return call, check, nbytes
+            return triton_stream_call(kernel, self.rand(n), self.rand(n), self.torch.empty(n, device="cuda"), 1.5)
         return self.sweep_stream(f"triton.{kernel}", self.stream_sizes(), make)
 
     def torch_matmul(self, dtype: str) -> MethodResult:
@@ -186,12 +164,12 @@ class Suite:
             b = w if lay == "nn" else w.t()
             c = torch.empty(m, n, device="cuda", dtype=tdt)
             torch.matmul(a, b, out=c)
-            err = _relative_error(c[:256], a[:256].float() @ b.float())
-            if err > 2e-2:
-                return MethodResult("torch.matmul", "flops", dtype, None, False, f"relative error {err:.2e} at {m}x{n}x{k} {lay}")
+            bad = matmul_error(c, a, b, dtype)
+            if bad:
+                return MethodResult("torch.matmul", "flops", dtype, None, False, f"{bad} at {m}x{n}x{k} {lay}")
             t = self.time(lambda: torch.matmul(a, b, out=c), rerandomize=lambda: c.normal_())
-            pts.append({"shape": [m, n, k], "layout": lay, "value": 2 * m * n * k / t.median_s,
-                        "best": 2 * m * n * k / t.best_s})
+            pts.append({"shape": [m, n, k], "layout": lay, "value": matmul_flops(m, n, k) / t.median_s,
+                        "best": matmul_flops(m, n, k) / t.best_s})
         top = max(pts, key=lambda p: p["value"])
         return MethodResult("torch.matmul", "flops", dtype, top["value"], True,
                             best_params={"shape": top["shape"], "layout": top["layout"]}, sweep=pts,
@@ -220,20 +198,20 @@ class Suite:
             def call():
                 torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16, use_fast_accum=fast, out=out)
             call()
-            err = _relative_error(out[:256], a[:256].float() @ b.float())
-            if err > 2e-2:
+            bad = matmul_error(out, a, b, "fp8")
+            if bad:
                 return MethodResult("torch._scaled_mm", "flops", "fp8", None, False,
-                                    f"relative error {err:.2e} at {m}x{n}x{k} fast_accum={fast}")
+                                    f"{bad} at {m}x{n}x{k} fast_accum={fast}")
             t = self.time(call)
-            pts.append({"shape": [m, n, k], "fast_accum": fast, "value": 2 * m * n * k / t.median_s,
-                        "best": 2 * m * n * k / t.best_s})
+            pts.append({"shape": [m, n, k], "fast_accum": fast, "value": matmul_flops(m, n, k) / t.median_s,
+                        "best": matmul_flops(m, n, k) / t.best_s})
         top = max(pts, key=lambda p: p["value"])
         return MethodResult("torch._scaled_mm", "flops", "fp8", top["value"], True,
                             best_params={"shape": top["shape"], "fast_accum": top["fast_accum"]}, sweep=pts,
                             note=budget.note(len(pts)))
 
     def triton_dot(self) -> MethodResult:
-        from .triton_launch import matmul
+        from .launch import triton_matmul as matmul
         torch = self.torch
         m = n = k = 8192
         a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
@@ -245,11 +223,11 @@ class Suite:
             except Exception as e:  # a tile config that does not fit this card's shared memory
                 pts.append({"config": cfg, "error": str(e).splitlines()[0] if str(e) else type(e).__name__})
                 continue
-            err = _relative_error(c[:256], a[:256].float() @ b.float())
-            if err > 2e-2:
-                return MethodResult("triton.dot", "flops", "bf16", None, False, f"relative error {err:.2e}")
+            bad = matmul_error(c, a, b, "bf16")
+            if bad:
+                return MethodResult("triton.dot", "flops", "bf16", None, False, bad)
             t = self.time(lambda: matmul(a, b, out=c, **cfg), rerandomize=lambda: c.normal_())
-            pts.append({"config": cfg, "shape": [m, n, k], "value": 2 * m * n * k / t.median_s})
+            pts.append({"config": cfg, "shape": [m, n, k], "value": matmul_flops(m, n, k) / t.median_s})
         ok = [p for p in pts if "value" in p]
         if not ok:
             return MethodResult("triton.dot", "flops", "bf16", None, False, pts[-1]["error"], sweep=pts)
@@ -259,9 +237,10 @@ class Suite:
     def cupy_fma(self) -> MethodResult:
         import cupy
         import numpy as np
-        from .cupy_streams import fma_flops, module
-        fn = module("fma.cu").get_function("fma_chain_fp32")
-        block, iters = 256, 4096
+        from ..kernels.traffic import FMA_CHAINS, fma_flops
+        from .launch import CUDA_BLOCK, cuda_function
+        fn = cuda_function("fma.cu", "fma_chain_fp32")
+        block, iters = CUDA_BLOCK, 4096
         grid = _grid(self.props, fn, block)
         out = cupy.empty(grid * block, dtype=cupy.float32)
         a, b = np.float32(0.999), np.float32(0.001)
@@ -269,7 +248,7 @@ class Suite:
         call()
         cupy.cuda.runtime.deviceSynchronize()
         tid = np.arange(1024, dtype=np.int64)          # the first 1024 threads, emulated on the host in float32
-        x = np.stack([(tid % 1024).astype(np.float32) * np.float32(1e-3) + np.float32(k) for k in range(8)])
+        x = np.stack([(tid % 1024).astype(np.float32) * np.float32(1e-3) + np.float32(k) for k in range(FMA_CHAINS)])
         for _ in range(iters):
             x = x * a + b
         ref = x.sum(axis=0)
@@ -286,10 +265,10 @@ class Suite:
         self.warm_card()
         self.guard("torch.copy_", "bandwidth", "fp32", self.torch_copy)
         if "cupy" in self.methods:
-            for k in ("read_v4", "write_v4", "copy_v4", "triad_v4"):
-                self.guard(f"cupy.{k}", "bandwidth", "fp32", lambda k=k: self.cupy_stream(k))
+            for k in STREAM:
+                self.guard(f"cupy.{k}_v4", "bandwidth", "fp32", lambda k=k: self.cupy_stream(k))
         if "triton" in self.methods:
-            for k in ("read", "write", "copy", "triad"):
+            for k in STREAM:
                 self.guard(f"triton.{k}", "bandwidth", "fp32", lambda k=k: self.triton_stream(k))
         for dt in ("bf16", "fp16") if self.mode != "quick" else ("bf16",):
             self.guard("torch.matmul", "flops", dt, lambda dt=dt: self.torch_matmul(dt))
@@ -316,8 +295,7 @@ class Budget:
         return f"cut short by its {self.seconds:.0f} s budget after {done} of {self.points} sweep points"
 
 
-def _relative_error(got, ref) -> float:
-    return ((got.float() - ref).abs().max() / ref.abs().max()).item()
+
 
 
 def l2_bytes(props) -> int:
@@ -351,9 +329,3 @@ def _grid(props, fn, block: int) -> int:
 def run(mode: str, say: Callable[[str], None], methods: set[str]) -> list[MethodResult]:
     return Suite(mode, say, methods).run()
 
-
-def describe() -> dict[str, Any]:
-    import torch
-    p = torch.cuda.get_device_properties(0)
-    return {"kind": "cuda", "name": p.name, "memory_bytes": p.total_memory, "sm_count": p.multi_processor_count,
-            "capability": list(torch.cuda.get_device_capability()), "nvml": False}

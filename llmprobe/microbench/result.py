@@ -1,4 +1,4 @@
-"""Typed results of a ceilings measurement."""
+"""Typed results of a ceilings measurement, and the check a matmul must pass before it is timed."""
 
 from __future__ import annotations
 
@@ -22,6 +22,20 @@ class MethodResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# max |error| / max |reference| a product may show and still count as computed: low-precision
+# inputs accumulate rounding over k terms; fp32 should agree to a few ulps of the sum
+MATMUL_TOLERANCE = {"fp32": 1e-4, "bf16": 3e-2, "fp16": 3e-2, "fp8": 3e-2}
+
+
+def matmul_error(c, a, b, dtype: str, rows: int = 256) -> str | None:
+    """Why ``c`` is not ``a @ b`` (its first ``rows`` rows against an fp32 product), or None if it is.
+
+    fp32 is the widest format every input converts to on every device (fp8 included)."""
+    ref = a[:rows].float() @ b.float()
+    err = ((c[:rows].float() - ref).abs().max() / ref.abs().max()).item()
+    return f"relative error {err:.2e}" if err > MATMUL_TOLERANCE[dtype] else None
 
 
 @dataclass
