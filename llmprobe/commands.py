@@ -38,12 +38,6 @@ def gpus(*, as_json: bool) -> None:
     views.print_gpus(cat)
 
 
-def gpu_doc(c: Ceilings) -> dict[str, Any]:
-    return {"name": c.name, "id": c.gpu_id, "hbm_bytes_per_s": c.hbm_bytes_per_s, "memory_bytes": c.memory_bytes,
-            "peak_flops": dict(c.peak_flops), "interconnect_bytes_per_s": c.interconnect_bytes_per_s,
-            "source": c.source, "kind": c.kind}
-
-
 def model_doc(m: ModelSpec, dtypes: list[str], ceilings: Ceilings) -> dict[str, Any]:
     by_dtype = {d: RankCosts.of(m, dtype=d).resident_weight_bytes for d in dtypes}
     return dict(m.summary(), weight_bytes=by_dtype[dtypes[0]], weight_bytes_by_dtype=by_dtype,
@@ -81,9 +75,9 @@ def roofline(*, gpu: str, model_name: str | None, batch, prompt_len, gen_len, dt
         from .plots import roofline_chart
         roofline_chart(plot, ceilings=ceilings, datasheet=datasheet if datasheet is not ceilings else None,
                        model=model, batches=batches, prompt_len=prompt_lens[0], dtype=dtypes[0], kv_dtype=kv_dtype)
-    doc: dict[str, Any] = {"gpu": gpu_doc(ceilings)}
+    doc: dict[str, Any] = {"gpu": ceilings.to_dict()}
     if datasheet is not ceilings and datasheet is not None:
-        doc["datasheet"] = gpu_doc(datasheet)
+        doc["datasheet"] = datasheet.to_dict()
     if measured is not None:
         doc["measured"] = measured.to_dict()
     if model is not None:
