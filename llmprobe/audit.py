@@ -13,8 +13,8 @@ Verdicts:
 ACHIEVABLE_SHARE is what a pure read-streaming kernel reaches of datasheet bandwidth, measured by
 ``llmprobe roofline --full`` on an H100 SXM (80GB HBM3, 2026-11-27): llmprobe's Triton read kernel,
 3.140 of 3.35 TB/s (docs/measurements/h100-sxm-2026-11-27). Decoding reads weights; an inference
-engine, which also computes, cannot stream them faster than that. (BabelStream's triad, which also
-writes, reaches 2.97 on the same card type; the same run's triad gave 2.94.)
+engine, which also computes, cannot stream them faster than that. (The same run's triad, which also
+writes, gave 2.94 TB/s.) docs/model.md, "Ceilings", says the same.
 """
 
 from __future__ import annotations

@@ -293,8 +293,14 @@ def extrapolate(sc: ScenarioResult, f: Floors) -> dict[str, Any]:
     tps = sum(e["tps"] for e in ests) / n
     full_bound = scenario(full, card_of(f.ceilings), sc.batch, sc.prompt_len, sc.gen_len, advise=False)
     return {"label": f"extrapolated from {spec.num_layers} to {spec.full_num_layers} layers",
-            "tps": tps, "ttft_s": sum(e["ttft_s"] or 0 for e in ests) / n, "wall_s": sum(e["wall_s"] for e in ests) / n,
+            "tps": tps, "ttft_s": _mean_present([e["ttft_s"] for e in ests]), "wall_s": sum(e["wall_s"] for e in ests) / n,
             "tps_ceiling_full": full_bound.tps_ceiling, "efficiency": tps / full_bound.tps_ceiling}
+
+
+def _mean_present(values: list[float | None]) -> float | None:
+    """The mean of the values that exist (a run with no prefill step has no TTFT, not a TTFT of 0)."""
+    got = [v for v in values if v is not None]
+    return sum(got) / len(got) if got else None
 
 
 def _fixed_share(c: RankCosts, floor, rows: int) -> float:

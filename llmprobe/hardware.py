@@ -32,6 +32,8 @@ class Ceilings:
     source: str = ""
     kind: str = "datasheet"                # "datasheet" | "measured"
     gpu_id: str | None = None              # catalog id it was derived from or matched to
+    # figures of a measured set that were not measured: {"peak_flops.fp16": "copied from the measured bf16 ..."}
+    not_measured: dict[str, str] = field(default_factory=dict)
 
     def flops(self, dtype: str) -> float:
         if dtype in self.peak_flops:
@@ -45,6 +47,7 @@ class Ceilings:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["peak_flops"] = dict(self.peak_flops)
+        d["not_measured"] = dict(self.not_measured)
         return d
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..errors import UserError
 from ..hardware import Ceilings, GpuSpec
 
 
@@ -67,18 +68,33 @@ class Measurement:
         return out
 
     def ceilings(self) -> Ceilings:
+        """The measured ceilings; refused when no bandwidth method produced a valid figure."""
         fp = self.fingerprint
         ds = self.datasheet
         name = fp.get("name") or self.device
+        if not self.bandwidth_bytes_per_s:
+            failed = "; ".join(f"{m.name}: {m.error}" for m in self.methods if m.kind == "bandwidth" and not m.valid)
+            raise UserError(f"no bandwidth method gave a valid figure on {name} ({failed or 'none ran'}): "
+                            "there are no measured ceilings to use")
         peak = dict(self.flops)
+        not_measured = {}
         if "bf16" in peak and "fp16" not in peak:
-            peak["fp16"] = peak["bf16"]  # same tensor-core path; fp16 is measured only in --full
-        return Ceilings(name=name, hbm_bytes_per_s=self.bandwidth_bytes_per_s or 0.0, peak_flops=peak,
-                        memory_bytes=float(fp.get("memory_bytes") or (ds.memory_bytes if ds else 0.0)),
+            peak["fp16"] = peak["bf16"]
+            not_measured["peak_flops.fp16"] = "copied from the measured bf16 (same tensor-core path; --full measures it)"
+        if ds and ds.interconnect_bytes_per_s:
+            not_measured["interconnect_bytes_per_s"] = f"datasheet ({ds.id})"
+        memory = fp.get("memory_bytes")
+        if not memory and ds:
+            not_measured["memory_bytes"] = f"datasheet ({ds.id})"
+        return Ceilings(name=name, hbm_bytes_per_s=self.bandwidth_bytes_per_s, peak_flops=peak,
+                        memory_bytes=float(memory or (ds.memory_bytes if ds else 0.0)),
                         interconnect_bytes_per_s=ds.interconnect_bytes_per_s if ds else None,
                         source=f"measured on this {self.device} ({self.methodology}, {self.mode}, "
                                f"{self.provenance.get('created_utc', '')})",
-                        kind="measured", gpu_id=ds.id if ds else None)
+                        kind="measured", gpu_id=ds.id if ds else None, not_measured=not_measured)
+
+    def usable(self) -> bool:
+        return bool(self.bandwidth_bytes_per_s)
 
     def datasheet_ceilings(self) -> Ceilings | None:
         return self.datasheet.ceilings() if self.datasheet else None
@@ -88,7 +104,7 @@ class Measurement:
                 "methods": [m.to_dict() for m in self.methods], "fingerprint": self.fingerprint, "mode": self.mode,
                 "methodology": self.methodology, "provenance": self.provenance, "telemetry": self.telemetry,
                 "datasheet_id": self.datasheet.id if self.datasheet else None, "warnings": self.warnings,
-                "duration_s": self.duration_s, "ceilings": self.ceilings().to_dict()}
+                "duration_s": self.duration_s, "ceilings": self.ceilings().to_dict() if self.usable() else None}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Measurement:
@@ -101,6 +117,9 @@ class Measurement:
 
 def ceilings_from_record(d: dict[str, Any]) -> Ceilings:
     """Ceilings from a saved measurement dict (as embedded in run records)."""
-    c = d["ceilings"]
+    c = d.get("ceilings")
+    if not c or not c.get("hbm_bytes_per_s"):
+        raise UserError("the measurement holds no valid bandwidth figure: it cannot be used as ceilings")
     return Ceilings(**{k: c[k] for k in ("name", "hbm_bytes_per_s", "peak_flops", "memory_bytes",
-                                         "interconnect_bytes_per_s", "source", "kind", "gpu_id")})
+                                         "interconnect_bytes_per_s", "source", "kind", "gpu_id")},
+                    not_measured=c.get("not_measured") or {})
