@@ -239,3 +239,18 @@ def test_moe_steps_between_the_topk_and_uniform_floors_are_explained():
     assert min(v for ph in s["breakdown"].values() for v in ph.values()) >= 0
     run["steps"][0]["device_ms"] = low * 0.5 * 1e3                  # under the top-k minimum: not explained
     assert not explain_record(rec)["scenarios"][0]["explained"]
+
+
+def test_extrapolated_ttft_averages_only_runs_that_have_one():
+    """A run whose record holds no prefill step has no TTFT: it must not count as a TTFT of 0."""
+    import copy
+    rec = hand_record()
+    rec["config"]["full_layers"] = 4                     # explained as 2 of 4 layers: extrapolated
+    sc = rec["scenarios"][0]
+    one = copy.deepcopy(sc["runs"][0])
+    for st in one["steps"]:
+        st["prefill_tokens"] = 0
+    sc["runs"].append(one)
+    ex = explain_record(rec)["scenarios"][0]["extrapolated"]
+    alone = explain_record(hand_record() | {"config": rec["config"]})["scenarios"][0]["extrapolated"]
+    assert ex["ttft_s"] == pytest.approx(alone["ttft_s"])

@@ -109,3 +109,34 @@ def test_gpu_measurement_meets_basic_sanity(tmp_path, monkeypatch):
     assert m.device == "cuda" and m.bandwidth_bytes_per_s > 1e11 and m.flops.get("bf16", 0) > 1e13
     failed = [r.name for r in m.methods if not r.valid and "not installed" not in (r.error or "")]
     assert not failed, failed
+
+
+def _measurement(methods, device="cuda", name="NVIDIA H100 80GB HBM3"):
+    from llmprobe.hardware import gpu_catalog
+    from llmprobe.microbench.result import Measurement
+    return Measurement(device=device, fingerprint={"name": name, "memory_bytes": 85e9}, methods=methods, mode="quick",
+                       methodology="ceilings-2", provenance={}, datasheet=gpu_catalog()["h100-sxm"])
+
+
+def test_measured_ceilings_without_a_valid_bandwidth_are_refused():
+    from llmprobe.errors import UserError
+    from llmprobe.microbench.result import MethodResult, ceilings_from_record
+    m = _measurement([MethodResult("torch.copy_", "bandwidth", "fp32", None, False, "wrong result"),
+                      MethodResult("torch.matmul", "flops", "bf16", 7e14, True)])
+    with pytest.raises(UserError, match="no bandwidth method gave a valid figure.*torch.copy_: wrong result"):
+        m.ceilings()
+    assert m.to_dict()["ceilings"] is None          # still saved, with its failures, but no ceilings
+    with pytest.raises(UserError, match="no valid bandwidth"):
+        ceilings_from_record(m.to_dict())
+
+
+def test_figures_not_measured_are_labelled():
+    from llmprobe.microbench.result import MethodResult, ceilings_from_record
+    m = _measurement([MethodResult("triton.read", "bandwidth", "fp32", 3.1e12, True),
+                      MethodResult("torch.matmul", "flops", "bf16", 7e14, True)])
+    c = m.ceilings()
+    assert c.peak_flops["fp16"] == 7e14 and "bf16" in c.not_measured["peak_flops.fp16"]
+    assert "datasheet" in c.not_measured["interconnect_bytes_per_s"] and "memory_bytes" not in c.not_measured
+    assert ceilings_from_record(m.to_dict()).not_measured == c.not_measured
+    both = _measurement(m.methods + [MethodResult("torch.matmul", "flops", "fp16", 7.1e14, True)]).ceilings()
+    assert "peak_flops.fp16" not in both.not_measured
