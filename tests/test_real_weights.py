@@ -36,6 +36,29 @@ def test_profile_real_checkpoint(checkpoint, backend, tmp_path):
     assert rec["scenarios"][0]["summary"]["tps"]["median"] > 0
 
 
+@pytest.mark.parametrize("backend", ["hf", pytest.param("vllm", marks=[pytest.mark.vllm, pytest.mark.slow])])
+def test_real_weights_generate_what_the_checkpoint_generates(checkpoint, backend):
+    """Greedy tokens from the engine match transformers' own greedy decode of the checkpoint (random
+    weights would not): the weights really are the checkpoint's."""
+    from llmprobe.engines import EngineOptions, create_engine
+    from llmprobe.models import resolve_model
+    if backend == "vllm":
+        pytest.importorskip("vllm")
+    prompts = [[11, 57, 300, 42, 9, 700, 13, 5], [500, 3, 99, 250, 31, 7, 801, 64]]
+    # vLLM runs the checkpoint in fp32 (no bf16 rounding to tip a near-tie); the hf backend takes bf16/fp16 only
+    dtype = "float32" if backend == "vllm" else "bfloat16"
+    ref_model = transformers.AutoModelForCausalLM.from_pretrained(checkpoint, dtype=getattr(torch, dtype)).eval()
+    with torch.inference_mode():
+        ref = ref_model.generate(torch.tensor(prompts), attention_mask=torch.ones(2, 8, dtype=torch.long),
+                                 max_new_tokens=6, min_new_tokens=6, do_sample=False, eos_token_id=None,
+                                 pad_token_id=0)[:, 8:].tolist()
+    opts = EngineOptions(model=resolve_model(str(checkpoint)), model_path=str(checkpoint), weights="real",
+                         dtype=dtype, enforce_eager=True, max_model_len=32, device="cpu")
+    with create_engine(backend, opts) as eng:
+        got = [r["output_ids"] for r in eng.run(prompts, 6)["requests"]]
+    assert got == ref
+
+
 def test_real_weights_need_a_folder(checkpoint):
     r = subprocess.run([sys.executable, "-m", "llmprobe", "profile", "--model", "tiny-llama", "--weights", "real"],
                        capture_output=True, text=True, timeout=60)

@@ -7,8 +7,9 @@ straight into JSON:
   steps:    one per forward step, in order: {"index", "t_start_s", "t_end_s", "gap_ms", "host_ms",
             "device_ms" (None without device timers), "prefill_tokens", "decode_tokens",
             "num_reqs", "prefill_reqs", "decode_reqs", "mixed", "seqs": [[req, new, cached, "p"|"d"]]}
-  requests: one per prompt: {"id", "prompt_len", "output_tokens", "ttft_s", "latency_s", "tpot_s"}
-            times from submission, on the host clock of the process that submitted.
+  requests: one per prompt: {"id", "prompt_len", "output_tokens", "ttft_s", "latency_s", "tpot_s",
+            "output_ids"} times from submission, on the host clock of the process that submitted;
+            output_ids are the generated token ids (greedy), so a run can be checked against a reference.
 """
 
 from __future__ import annotations

@@ -122,8 +122,8 @@ class HfEngine(Engine):
         stamps = _Stamps()
         with torch.inference_mode():
             stamps.t0 = t0 = time.perf_counter()
-            self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=gen_len,
-                                min_new_tokens=gen_len, streamer=stamps, **self.generation_kwargs())
+            out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=gen_len,
+                                      min_new_tokens=gen_len, streamer=stamps, **self.generation_kwargs())
             wall = time.perf_counter() - t0
         if self.clock:
             self.clock.synchronize()
@@ -136,6 +136,8 @@ class HfEngine(Engine):
                           **classify(rec["seqs"])})
         # generate() returns every row together: all requests share the step times.
         requests = [request_timing(f"r{i}", len(p), stamps.times) for i, p in enumerate(prompts)]
+        for r, row in zip(requests, out[:, ids.shape[1]:].tolist()):
+            r["output_ids"] = row
         return {"wall_s": wall, "steps": steps, "requests": requests,
                 "admission": admission(steps, len(prompts), "one generate() call", None)}
 

@@ -164,6 +164,7 @@ class VllmEngine(Engine):
         self._n += 1
         ids = [f"llmprobe-{self._n}-{i}" for i in range(len(prompts))]
         times: dict[str, list[float]] = {i: [] for i in ids}
+        tokens: dict[str, list[int]] = {i: [] for i in ids}
         metrics: dict[str, Any] = {}
 
         def generate() -> tuple[float, float]:
@@ -175,8 +176,9 @@ class VllmEngine(Engine):
                 outs = eng.step()
                 now = time.perf_counter() - t0
                 for o in outs:
-                    new = len(o.outputs[0].token_ids) if o.outputs else 0
-                    times[o.request_id].extend([now] * new)
+                    new = o.outputs[0].token_ids if o.outputs else ()
+                    times[o.request_id].extend([now] * len(new))
+                    tokens[o.request_id].extend(new)
                     if o.finished and o.metrics is not None:
                         metrics[o.request_id] = getattr(o.metrics, "first_token_latency", None)
             return t0, time.perf_counter() - t0
@@ -195,6 +197,7 @@ class VllmEngine(Engine):
         requests = [request_timing(rid, len(p), times[rid]) for rid, p in zip(ids, prompts)]
         for r in requests:
             r["engine_ttft_s"] = metrics.get(r["id"])
+            r["output_ids"] = tokens[r["id"]]
         return {"wall_s": wall, "steps": steps, "requests": requests,
                 "admission": admission(steps, len(prompts), self.admission_method, self._token_budget())}
 
