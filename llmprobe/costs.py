@@ -3,7 +3,7 @@
 Conventions (docs/model.md): 1 multiply-accumulate = 2 FLOPs; bytes are decimal; everything is per
 GPU (rank) of a tensor-parallel group. A step's floor is
 
-    roofline(FLOPs, bytes, peak, bandwidth) + all-reduce time,
+    roofline(FLOPs, bytes, peak, bandwidth) + communication time (comm.py: vLLM's collectives, alpha-beta),
 
 bytes being the weights streamed (embedding excluded: it is gathered), KV-cache entries read and
 written. Pure Python on purpose: no torch, so it runs anywhere and a 100k-scenario sweep is fast.
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from .dtypes import KV_DTYPES, WEIGHT_DTYPES, compute_dtype, nbytes, normalize
 from .errors import UserError
+from .comm import Collectives, allgather_factor, allreduce_factor, collectives
 from .hardware import Ceilings
 from .models import ModelSpec, expected_experts_touched
 
@@ -59,7 +60,9 @@ class RankCosts:
     lm_head_flops_per_row: float
     attention_flops_per_position: float
     kv_entry_bytes: float                # one token's K and V on this rank, all layers
-    allreduce_bytes_per_token: float
+    allreduce_bytes_per_token: float     # activations all-reduced per token, summed over the step's all-reduces
+    allgather_bytes_per_row: float       # logits gathered per logits row
+    collectives: Collectives             # per step
 
     @classmethod
     def of(cls, model: ModelSpec, dtype: str = "bf16", kv_dtype: str | None = None, tp: int = 1,
@@ -83,13 +86,15 @@ class RankCosts:
         active_linear = quantized_dense + m.num_moe_layers * (m.router_params + m.experts_per_token * m.expert_params)
         # KV heads are split across ranks, or replicated when there are fewer heads than ranks.
         kv_heads_rank = max(1, m.num_kv_heads // t)
+        coll = collectives(m, t)
         return cls(model=m, dtype=dtype, activation_dtype=activation_dtype, kv_dtype=kv_dtype, tp=t,
                    expert_bytes=expert_bytes, lm_head_bytes=lm_head_bytes, dense_streamed_bytes=dense_streamed,
                    resident_weight_bytes=resident, linear_flops_per_token=2 * active_linear / t,
                    lm_head_flops_per_row=2 * m.vocab_size * m.hidden_size / t,
                    attention_flops_per_position=4 * (m.num_heads // t) * m.head_dim * m.num_layers,
                    kv_entry_bytes=m.kv_bytes_per_token(nbytes(kv_dtype)) * kv_heads_rank / m.num_kv_heads,
-                   allreduce_bytes_per_token=2 * m.num_layers * m.hidden_size * ab if t > 1 else 0.0)
+                   allreduce_bytes_per_token=coll.allreduces * m.hidden_size * ab,
+                   allgather_bytes_per_row=coll.allgathers * m.vocab_size * ab, collectives=coll)
 
     def moe_bytes(self, tokens: float, optimistic: bool = False) -> float:
         """Expert weights a step of ``tokens`` reads: the expected distinct experts under uniform
@@ -110,14 +115,14 @@ class StepCost:
     kv_write_bytes: float
     linear_flops: float
     attention_flops: float
-    allreduce_bytes: float
+    comm_bytes: float            # what this rank's collectives carry (all-reduced activations, gathered logits)
     memory_s: float
     compute_s: float
-    allreduce_s: float
+    comm_s: float                # collectives: latency per call + bytes over the bus bandwidth
 
     @property
     def floor_s(self) -> float:
-        return max(self.memory_s, self.compute_s) + self.allreduce_s
+        return max(self.memory_s, self.compute_s) + self.comm_s
 
     @property
     def bytes(self) -> float:
@@ -142,7 +147,7 @@ class StepCost:
         else:
             parts = {"weights_s": self.weight_bytes / bw, "kv_read_s": self.kv_read_bytes / bw,
                      "kv_write_s": self.kv_write_bytes / bw}
-        parts["allreduce_s"] = self.allreduce_s
+        parts["comm_s"] = self.comm_s
         return parts
 
     def to_dict(self) -> dict[str, float]:
@@ -159,17 +164,28 @@ class Floors:
     compute_dtype: str
     peak: float                     # FLOP/s in the format the linear layers run in
     bw: float                       # device-memory B/s
-    allreduce_s_per_token: float
+    comm_fixed_s: float             # collective latencies of one step
+    comm_s_per_token: float         # all-reduce bytes of one token over the bus
+    comm_s_per_row: float           # all-gathered logits of one row over the bus
 
     @classmethod
     def on(cls, costs: RankCosts, ceilings: Ceilings) -> Floors:
         cdt = compute_dtype(costs.dtype, costs.activation_dtype, ceilings.peak_flops)
         t, ic = costs.tp, ceilings.interconnect_bytes_per_s
-        if t > 1 and not ic:
-            raise UserError(f"{ceilings.name}: no interconnect bandwidth known, cannot model --tp {t}")
-        ar = costs.allreduce_bytes_per_token * 2 * (t - 1) / t / ic if t > 1 else 0.0  # ring: 2(t-1)/t of the bytes
+        fixed = per_token = per_row = 0.0
+        if t > 1:
+            if not ic:
+                raise UserError(f"{ceilings.name}: no interconnect bandwidth known, cannot model --tp {t}")
+            n = costs.collectives
+            fixed = (n.allreduces + n.allgathers) * (ceilings.collective_latency_s or 0.0)
+            per_token = allreduce_factor(t) * costs.allreduce_bytes_per_token / ic
+            per_row = allgather_factor(t) * costs.allgather_bytes_per_row / ic
         return cls(costs=costs, ceilings=ceilings, compute_dtype=cdt, peak=ceilings.flops(cdt),
-                   bw=ceilings.hbm_bytes_per_s, allreduce_s_per_token=ar)
+                   bw=ceilings.hbm_bytes_per_s, comm_fixed_s=fixed, comm_s_per_token=per_token, comm_s_per_row=per_row)
+
+    def comm_s(self, tokens: float, rows: float) -> float:
+        """One step's collectives: every call's latency, then the all-reduced activations and gathered logits."""
+        return self.comm_fixed_s + self.comm_s_per_token * tokens + self.comm_s_per_row * rows if tokens else 0.0
 
     @classmethod
     def of(cls, model: ModelSpec, ceilings: Ceilings, dtype: str = "bf16", kv_dtype: str | None = None,
@@ -197,9 +213,10 @@ def _cost(f: Floors, tokens: float, rows: float, attended: float, kv_read_entrie
     lin = c.linear_flops_per_token * tokens + c.lm_head_flops_per_row * rows
     att = c.attention_flops_per_position * attended
     return StepCost(tokens=int(tokens), weight_bytes=weight_bytes, kv_read_bytes=kv_read, kv_write_bytes=kv_write,
-                    linear_flops=lin, attention_flops=att, allreduce_bytes=c.allreduce_bytes_per_token * tokens,
+                    linear_flops=lin, attention_flops=att,
+                    comm_bytes=c.allreduce_bytes_per_token * tokens + c.allgather_bytes_per_row * rows,
                     memory_s=(weight_bytes + kv_read + kv_write) / f.bw, compute_s=(lin + att) / f.peak,
-                    allreduce_s=f.allreduce_s_per_token * tokens)
+                    comm_s=f.comm_s(tokens, rows))
 
 
 def step_cost(f: Floors, seqs: Sequence[tuple[int, int]], optimistic: bool = False) -> StepCost:
@@ -279,5 +296,5 @@ def decode_sum(f: Floors, batch: int, prompt_len: int, gen_len: int,
         total += rest * max(a, cc)
         mem += rest * a
         cmp += rest * cc
-    total += steps * f.allreduce_s_per_token * b
+    total += steps * f.comm_s(b, b)
     return total, mem, cmp

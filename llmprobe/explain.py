@@ -6,7 +6,7 @@ decode, or mixed: both at once, counted with prefill); the gap before a step bel
 step's phase and the tail after the last step to decode. A step's time splits into
 
   floor parts      weights_s, kv_read_s, kv_write_s (memory-bound) or linear_flops_s,
-                   attention_flops_s (compute-bound), allreduce_s — the step's analytic floor
+                   attention_flops_s (compute-bound), comm_s (collectives) — the step's analytic floor
   above floor      device time above the floor (GPU) / step time above the floor (CPU)
   host in step     the rest of the step's span: host work its device work did not overlap
 
@@ -34,13 +34,13 @@ from .timing import relative_spread
 
 SPREAD_LIMIT = 0.05
 BEATS_FLOOR = 0.98   # a step measured under 98% of its floor: the model or the ceilings are wrong
-FLOOR_PARTS = ("weights_s", "kv_read_s", "kv_write_s", "linear_flops_s", "attention_flops_s", "allreduce_s")
+FLOOR_PARTS = ("weights_s", "kv_read_s", "kv_write_s", "linear_flops_s", "attention_flops_s", "comm_s")
 # The parts of a phase's time, grouped as tables and charts show them, in this order.
 PART_GROUPS = [
     ("floor: weights", ("weights_s",)),
     ("floor: KV cache", ("kv_read_s", "kv_write_s")),
     ("floor: FLOPs", ("linear_flops_s", "attention_flops_s")),
-    ("floor: all-reduce", ("allreduce_s",)),
+    ("floor: communication", ("comm_s",)),
     ("above floor (in step)", ("above_floor_s",)),
     ("host in step", ("host_in_step_s",)),
     ("host between steps", ("host_between_steps_s",)),

@@ -28,7 +28,8 @@ class Ceilings:
     hbm_bytes_per_s: float
     peak_flops: dict[str, float]           # dtype -> dense FLOP/s
     memory_bytes: float
-    interconnect_bytes_per_s: float | None = None
+    interconnect_bytes_per_s: float | None = None   # bus bandwidth of a collective (per direction, per GPU)
+    collective_latency_s: float | None = None       # alpha: the time of one small collective
     source: str = ""
     kind: str = "datasheet"                # "datasheet" | "measured"
     gpu_id: str | None = None              # catalog id it was derived from or matched to
@@ -60,6 +61,8 @@ class GpuSpec:
     peak_flops: dict[str, float]
     interconnect_bytes_per_s: float
     interconnect: str
+    collective_latency_s: float
+    collective_latency_source: str
     l2_bytes: int
     tdp_w: float
     form_factor: str
@@ -69,12 +72,16 @@ class GpuSpec:
     def ceilings(self) -> Ceilings:
         return Ceilings(name=self.name, hbm_bytes_per_s=self.hbm_bytes_per_s, peak_flops=dict(self.peak_flops),
                         memory_bytes=self.memory_bytes, interconnect_bytes_per_s=self.interconnect_bytes_per_s,
-                        source=f"datasheet: {self.source}", kind="datasheet", gpu_id=self.id)
+                        collective_latency_s=self.collective_latency_s,
+                        source=f"datasheet: {self.source}; collective latency: {self.collective_latency_source}",
+                        kind="datasheet", gpu_id=self.id)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "hbm_bytes_per_s": self.hbm_bytes_per_s,
                 "memory_bytes": self.memory_bytes, "peak_flops": dict(self.peak_flops),
                 "interconnect_bytes_per_s": self.interconnect_bytes_per_s, "interconnect": self.interconnect,
+                "collective_latency_s": self.collective_latency_s,
+                "collective_latency_source": self.collective_latency_source,
                 "l2_bytes": self.l2_bytes, "tdp_w": self.tdp_w, "form_factor": self.form_factor,
                 "source": self.source, "aliases": list(self.aliases)}
 
@@ -88,6 +95,8 @@ def gpu_catalog() -> dict[str, GpuSpec]:
             id=gid, name=e["name"], memory_bytes=e["memory_gib"] * GIB, hbm_bytes_per_s=e["hbm_tb_per_s"] * 1e12,
             peak_flops={k: v * 1e12 for k, v in e["tflops"].items()},
             interconnect_bytes_per_s=e["interconnect_gb_per_s"] * 1e9, interconnect=e["interconnect"],
+            collective_latency_s=e["collective_latency_us"] * 1e-6,
+            collective_latency_source=e["collective_latency_source"],
             l2_bytes=int(e["l2_mib"] * (1 << 20)), tdp_w=e["tdp_w"], form_factor=e["form_factor"],
             source=e["source"], aliases=tuple(e.get("aliases", ())))
     return out

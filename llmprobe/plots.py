@@ -13,7 +13,7 @@ from .explain import PART_GROUPS
 from .hardware import Ceilings
 
 _COLOURS = {"floor: weights": "#1f77b4", "floor: KV cache": "#17becf", "floor: FLOPs": "#2ca02c",
-            "floor: all-reduce": "#9467bd", "above floor (in step)": "#ff7f0e", "host in step": "#d62728",
+            "floor: communication": "#9467bd", "above floor (in step)": "#ff7f0e", "host in step": "#d62728",
             "host between steps": "#8c564b", "mixed steps": "#7f7f7f"}
 
 

@@ -96,6 +96,12 @@ def print_measurement(m, datasheet) -> None:
     best = {"bandwidth": m.bandwidth_bytes_per_s}
     rows = []
     for r in m.methods:
+        if r.kind == "collective":   # bus bandwidth and latency, against the interconnect's datasheet
+            ds = datasheet.interconnect_bytes_per_s if datasheet is not None else None
+            rows.append([r.name, "bus bandwidth", r.dtype or "-", si(r.value, "B/s") if r.valid else "[red]failed[/red]",
+                         "-", pct(r.value / ds) if r.valid and ds else "-",
+                         f"latency {seconds(r.best_params['latency_s'])}" if r.valid else ""])
+            continue
         unit = "B/s" if r.kind == "bandwidth" else "FLOP/s"
         top = best["bandwidth"] if r.kind == "bandwidth" else m.flops.get(r.dtype)
         ds = None
@@ -245,10 +251,12 @@ def print_gpus(cat) -> None:
 
 def print_datasheet(ceilings) -> None:
     console.print(rich_table(
-        f"{ceilings.name} — datasheet ceilings", ["memory", "HBM bandwidth", "bf16", "fp8", "interconnect/dir"],
+        f"{ceilings.name} — datasheet ceilings", ["memory", "HBM bandwidth", "bf16", "fp8", "interconnect/dir",
+                                                  "collective latency"],
         [[si(ceilings.memory_bytes, "B"), si(ceilings.hbm_bytes_per_s, "B/s"),
           si(ceilings.peak_flops.get("bf16"), "FLOP/s"), si(ceilings.peak_flops.get("fp8"), "FLOP/s"),
-          si(ceilings.interconnect_bytes_per_s, "B/s")]], caption=ceilings.source))
+          si(ceilings.interconnect_bytes_per_s, "B/s"), seconds(ceilings.collective_latency_s)]],
+        caption=ceilings.source))
 
 
 def print_prices(ps) -> None:

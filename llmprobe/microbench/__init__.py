@@ -25,6 +25,17 @@ def _available(name: str) -> bool:
     return importlib.util.find_spec({"triton": "triton", "cupy": "cupy"}[name]) is not None
 
 
+def _collectives(world: int, backend: str, mode: str, say: Callable[[str], None]) -> list[MethodResult]:
+    """All-reduce and all-gather across ``world`` ranks; a failure is a failed method, never a crash."""
+    from .collective import collective_methods
+    say(f"collectives: all-reduce and all-gather over {world} {backend} ranks")
+    try:
+        return collective_methods(world, backend, mode)
+    except (RuntimeError, OSError, ValueError) as e:
+        return [MethodResult(f"torch.distributed.{op} ({backend}, {world} ranks)", "collective", "fp32", None, False,
+                             str(e)) for op in ("all_reduce", "all_gather")]
+
+
 def measure(mode: str = "default", methods: tuple[str, ...] | None = None,
             say: Callable[[str], None] = lambda m: None) -> Measurement:
     if mode not in ("quick", "default", "full"):
@@ -39,7 +50,7 @@ def measure(mode: str = "default", methods: tuple[str, ...] | None = None,
         say("no CUDA GPU: measuring the CPU instead")
         from . import cpu
         fp = cpu_description()
-        results = cpu.run(mode, say)
+        results = cpu.run(mode, say) + _collectives(2, "gloo", mode, say)
         return Measurement(device="cpu", fingerprint=fp, methods=results, mode=mode, methodology=CEILINGS_METHODOLOGY,
                            provenance=provenance(fp), warnings=["no CUDA GPU: these are CPU ceilings"],
                            duration_s=time.perf_counter() - t0)
@@ -76,6 +87,9 @@ def measure(mode: str = "default", methods: tuple[str, ...] | None = None,
             warnings.append(f"the card throttled during measurement: {telemetry['throttle_fraction']}")
     else:
         results, telemetry = gpu.run(mode, say, wanted), None
+    import torch
+    if torch.cuda.device_count() >= 2:
+        results += _collectives(torch.cuda.device_count(), "nccl", mode, say)
     for r in results:
         if not r.valid:
             warnings.append(f"{r.name} ({r.dtype}) failed: {r.error}")

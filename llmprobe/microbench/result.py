@@ -81,14 +81,21 @@ class Measurement:
         if "bf16" in peak and "fp16" not in peak:
             peak["fp16"] = peak["bf16"]
             not_measured["peak_flops.fp16"] = "copied from the measured bf16 (same tensor-core path; --full measures it)"
-        if ds and ds.interconnect_bytes_per_s:
-            not_measured["interconnect_bytes_per_s"] = f"datasheet ({ds.id})"
+        ar = next((m for m in self._valid("collective") if m.best_params.get("op") == "all_reduce"), None)
+        if ar is not None:
+            interconnect, latency = ar.value, ar.best_params["latency_s"]
+        else:
+            interconnect = ds.interconnect_bytes_per_s if ds else None
+            latency = ds.collective_latency_s if ds else None
+            if ds:
+                not_measured["interconnect_bytes_per_s"] = f"datasheet ({ds.id})"
+                not_measured["collective_latency_s"] = f"catalog ({ds.id}): {ds.collective_latency_source}"
         memory = fp.get("memory_bytes")
         if not memory and ds:
             not_measured["memory_bytes"] = f"datasheet ({ds.id})"
         return Ceilings(name=name, hbm_bytes_per_s=self.bandwidth_bytes_per_s, peak_flops=peak,
                         memory_bytes=float(memory or (ds.memory_bytes if ds else 0.0)),
-                        interconnect_bytes_per_s=ds.interconnect_bytes_per_s if ds else None,
+                        interconnect_bytes_per_s=interconnect, collective_latency_s=latency,
                         source=f"measured on this {self.device} ({self.methodology}, {self.mode}, "
                                f"{self.provenance.get('created_utc', '')})",
                         kind="measured", gpu_id=ds.id if ds else None, not_measured=not_measured)
@@ -120,6 +127,14 @@ def ceilings_from_record(d: dict[str, Any]) -> Ceilings:
     c = d.get("ceilings")
     if not c or not c.get("hbm_bytes_per_s"):
         raise UserError("the measurement holds no valid bandwidth figure: it cannot be used as ceilings")
+    not_measured = dict(c.get("not_measured") or {})
+    latency = c.get("collective_latency_s")
+    if "collective_latency_s" not in c and c.get("gpu_id"):  # saved before latency was modelled: the catalog's
+        from ..hardware import gpu_catalog
+        ds = gpu_catalog().get(c["gpu_id"])
+        if ds is not None:
+            latency = ds.collective_latency_s
+            not_measured["collective_latency_s"] = f"catalog ({ds.id}): {ds.collective_latency_source}"
     return Ceilings(**{k: c[k] for k in ("name", "hbm_bytes_per_s", "peak_flops", "memory_bytes",
                                          "interconnect_bytes_per_s", "source", "kind", "gpu_id")},
-                    not_measured=c.get("not_measured") or {})
+                    collective_latency_s=latency, not_measured=not_measured)
