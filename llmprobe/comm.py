@@ -51,9 +51,27 @@ def allgather_factor(tp: int) -> float:
     return (tp - 1) / tp
 
 
-def allreduce_s(nbytes: float, tp: int, latency_s: float, bus_bytes_per_s: float) -> float:
-    return latency_s + allreduce_factor(tp) * nbytes / bus_bytes_per_s if tp > 1 else 0.0
+@dataclass(frozen=True)
+class Interconnect:
+    """What a collective costs on this link: alpha (s per call) and the bus bandwidth B (B/s)."""
+    latency_s: float
+    bus_bytes_per_s: float
+    # False (llmprobe): a call pays its latency, then moves its bytes. True: whichever is longer
+    # (llm-analysis' assumption, kept to cross-check against it; docs/model.md says why not by default).
+    latency_hides_transfer: bool = False
+
+    def _one(self, moved_bytes: float) -> float:
+        t = moved_bytes / self.bus_bytes_per_s
+        return max(self.latency_s, t) if self.latency_hides_transfer else self.latency_s + t
+
+    def allreduce_s(self, nbytes: float, tp: int) -> float:
+        return self._one(allreduce_factor(tp) * nbytes) if tp > 1 else 0.0
+
+    def allgather_s(self, nbytes: float, tp: int) -> float:
+        return self._one(allgather_factor(tp) * nbytes) if tp > 1 else 0.0
 
 
-def allgather_s(nbytes: float, tp: int, latency_s: float, bus_bytes_per_s: float) -> float:
-    return latency_s + allgather_factor(tp) * nbytes / bus_bytes_per_s if tp > 1 else 0.0
+def step_comm_s(n: Collectives, link: Interconnect, tp: int, allreduce_bytes: float, allgather_bytes: float) -> float:
+    """One step's collectives: ``n.allreduces`` calls of ``allreduce_bytes`` each, ``n.allgathers`` of
+    ``allgather_bytes`` each (pipeline sends are not priced: the floors model one stage)."""
+    return n.allreduces * link.allreduce_s(allreduce_bytes, tp) + n.allgathers * link.allgather_s(allgather_bytes, tp)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from .dtypes import KV_DTYPES, WEIGHT_DTYPES, compute_dtype, nbytes, normalize
 from .errors import UserError
-from .comm import Collectives, allgather_factor, allreduce_factor, collectives
+from .comm import Collectives, Interconnect, collectives, step_comm_s
 from .hardware import Ceilings
 from .models import ModelSpec, expected_experts_touched
 
@@ -60,8 +60,8 @@ class RankCosts:
     lm_head_flops_per_row: float
     attention_flops_per_position: float
     kv_entry_bytes: float                # one token's K and V on this rank, all layers
-    allreduce_bytes_per_token: float     # activations all-reduced per token, summed over the step's all-reduces
-    allgather_bytes_per_row: float       # logits gathered per logits row
+    allreduce_bytes_per_token: float     # one all-reduce's activations, per token
+    allgather_bytes_per_row: float       # the logits all-gather's output, per logits row
     collectives: Collectives             # per step
 
     @classmethod
@@ -93,8 +93,8 @@ class RankCosts:
                    lm_head_flops_per_row=2 * m.vocab_size * m.hidden_size / t,
                    attention_flops_per_position=4 * (m.num_heads // t) * m.head_dim * m.num_layers,
                    kv_entry_bytes=m.kv_bytes_per_token(nbytes(kv_dtype)) * kv_heads_rank / m.num_kv_heads,
-                   allreduce_bytes_per_token=coll.allreduces * m.hidden_size * ab,
-                   allgather_bytes_per_row=coll.allgathers * m.vocab_size * ab, collectives=coll)
+                   allreduce_bytes_per_token=m.hidden_size * ab, allgather_bytes_per_row=m.vocab_size * ab,
+                   collectives=coll)
 
     def moe_bytes(self, tokens: float, optimistic: bool = False) -> float:
         """Expert weights a step of ``tokens`` reads: the expected distinct experts under uniform
@@ -164,28 +164,27 @@ class Floors:
     compute_dtype: str
     peak: float                     # FLOP/s in the format the linear layers run in
     bw: float                       # device-memory B/s
-    comm_fixed_s: float             # collective latencies of one step
-    comm_s_per_token: float         # all-reduce bytes of one token over the bus
-    comm_s_per_row: float           # all-gathered logits of one row over the bus
+    link: Interconnect | None       # None without tensor parallelism
 
     @classmethod
     def on(cls, costs: RankCosts, ceilings: Ceilings) -> Floors:
         cdt = compute_dtype(costs.dtype, costs.activation_dtype, ceilings.peak_flops)
         t, ic = costs.tp, ceilings.interconnect_bytes_per_s
-        fixed = per_token = per_row = 0.0
+        link = None
         if t > 1:
             if not ic:
                 raise UserError(f"{ceilings.name}: no interconnect bandwidth known, cannot model --tp {t}")
-            n = costs.collectives
-            fixed = (n.allreduces + n.allgathers) * (ceilings.collective_latency_s or 0.0)
-            per_token = allreduce_factor(t) * costs.allreduce_bytes_per_token / ic
-            per_row = allgather_factor(t) * costs.allgather_bytes_per_row / ic
+            link = Interconnect(ceilings.collective_latency_s or 0.0, ic)
         return cls(costs=costs, ceilings=ceilings, compute_dtype=cdt, peak=ceilings.flops(cdt),
-                   bw=ceilings.hbm_bytes_per_s, comm_fixed_s=fixed, comm_s_per_token=per_token, comm_s_per_row=per_row)
+                   bw=ceilings.hbm_bytes_per_s, link=link)
 
     def comm_s(self, tokens: float, rows: float) -> float:
-        """One step's collectives: every call's latency, then the all-reduced activations and gathered logits."""
-        return self.comm_fixed_s + self.comm_s_per_token * tokens + self.comm_s_per_row * rows if tokens else 0.0
+        """One step's collectives (comm.py): all-reduced activations of ``tokens``, gathered logits of ``rows``."""
+        c = self.costs
+        if self.link is None or not tokens:
+            return 0.0
+        return step_comm_s(c.collectives, self.link, c.tp, c.allreduce_bytes_per_token * tokens,
+                           c.allgather_bytes_per_row * rows)
 
     @classmethod
     def of(cls, model: ModelSpec, ceilings: Ceilings, dtype: str = "bf16", kv_dtype: str | None = None,
@@ -214,7 +213,8 @@ def _cost(f: Floors, tokens: float, rows: float, attended: float, kv_read_entrie
     att = c.attention_flops_per_position * attended
     return StepCost(tokens=int(tokens), weight_bytes=weight_bytes, kv_read_bytes=kv_read, kv_write_bytes=kv_write,
                     linear_flops=lin, attention_flops=att,
-                    comm_bytes=c.allreduce_bytes_per_token * tokens + c.allgather_bytes_per_row * rows,
+                    comm_bytes=(c.collectives.allreduces * c.allreduce_bytes_per_token * tokens
+                                + c.collectives.allgathers * c.allgather_bytes_per_row * rows),
                     memory_s=(weight_bytes + kv_read + kv_write) / f.bw, compute_s=(lin + att) / f.peak,
                     comm_s=f.comm_s(tokens, rows))
 
