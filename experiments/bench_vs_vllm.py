@@ -9,7 +9,8 @@ llmprobe's median total latency to the benchmark's p50, per repeat and overall.
 
 The model is tiny-mixtral's architecture with a 32k vocabulary (a real tokenizer's size: the
 logits and the sampler cost what they cost in a real model). Both sides: enforce-eager, dummy
-weights, no tokenizer, no detokenization, prefix caching off, EOS ignored. Run it on a quiet
+weights, no tokenizer, no detokenization, prefix caching off, EOS ignored, sampled at temperature 1
+with top-p 1 (the benchmark's fixed sampling; llmprobe's default is greedy). Run it on a quiet
 machine: on 2 cores a busy neighbour slows vLLM's CPU build several-fold.
 """
 
@@ -44,7 +45,7 @@ def llmprobe_latency(model: str, a, env: dict[str, str], tmp: str) -> dict:
     out = os.path.join(tmp, "rec.json")
     cmd = [sys.executable, "-m", "llmprobe", "profile", "--model", model, "--batch", str(a.batch), "--prompt-len",
            str(a.prompt_len), "--gen-len", str(a.gen_len), "--runs", str(a.runs), "--warmup", str(a.warmup),
-           "--enforce-eager", "--out", out, "--json"]
+           "--enforce-eager", "--temperature", "1.0", "--out", out, "--json"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
     if r.returncode:
         raise SystemExit(f"llmprobe profile failed: {r.stderr[-2000:]}")

@@ -131,6 +131,8 @@ def roofline(**options) -> None:
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
               help="hf backend: where to run.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="0: greedy decoding. 1.0 samples the way vLLM's latency benchmark does (top-p 1).")
 @click.option("--provider", default=None, help="Cloud provider this runs on (else detected from the environment).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Run record path (default: results/<model>-<time>.json).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as one JSON document.")

@@ -244,7 +244,7 @@ def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1)
                        "dtype": eo.dtype, "weight_dtype": weight_dtype, "quantization": eo.quantization,
                        "kv_cache_dtype": eo.kv_cache_dtype, "tp": eo.tp, "pp": eo.pp, "max_model_len": eo.max_model_len,
                        "gpu_memory_utilization": eo.gpu_memory_utilization, "enforce_eager": eo.enforce_eager,
-                       "seed": eo.seed, "provider": provider or detect_provider(),
+                       "seed": eo.seed, "temperature": eo.temperature, "provider": provider or detect_provider(),
                        "scenarios": [asdict(s) for s in scenarios]},
             "model": spec.summary(), "model_config": spec.config, "engine": engine.describe(), "memory_fit": fit,
             "compute": compute_note(device, weight_dtype),

@@ -36,6 +36,7 @@ class EngineOptions:
     enforce_eager: bool = False
     device: str = "auto"              # "auto" | "cuda" | "cpu"
     seed: int = 0
+    temperature: float = 0.0          # 0: greedy; > 0: sampled at this temperature, top-p 1, no top-k
     extra: dict[str, Any] = field(default_factory=dict)
 
 

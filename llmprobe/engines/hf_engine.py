@@ -87,8 +87,11 @@ class HfEngine(Engine):
         return {"backend": "hf", "version": self.version, "device": self.device, "args": args}
 
     def generation_kwargs(self) -> dict[str, Any]:
-        """What every generate() call is given: greedy, exactly gen_len tokens, static cache, no compile."""
-        return {"do_sample": False, "cache_implementation": "static", "eos_token_id": None, "pad_token_id": 0,
+        """What every generate() call is given: greedy (or sampled at --temperature, top-p 1, no top-k),
+        exactly gen_len tokens, static cache, no compile."""
+        t = self.opts.temperature
+        sampling = {"do_sample": True, "temperature": t, "top_p": 1.0, "top_k": 0} if t > 0 else {"do_sample": False}
+        return {**sampling, "cache_implementation": "static", "eos_token_id": None, "pad_token_id": 0,
                 "disable_compile": True}
 
     def _pre(self, module, args, kwargs):
