@@ -59,35 +59,47 @@ def main() -> None:
 
 # ---- catalogs ---------------------------------------------------------------------------------
 
-@main.command()
+@main.command(short_help="The model catalog, with exact parameter counts.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def models(as_json: bool) -> None:
-    """The model catalog, with exact parameter counts."""
+    """The model catalog, with exact parameter counts.
+
+    \b
+    Example:
+      llmprobe models --json | jq '.models[] | {name, total_params}'
+    """
     from . import commands
     commands.models(as_json=as_json)
 
 
-@main.command()
+@main.command(short_help="The GPU catalog: datasheet ceilings and sources.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def gpus(as_json: bool) -> None:
-    """The GPU catalog: datasheet ceilings and their sources."""
+    """The GPU catalog: datasheet ceilings (memory, HBM bandwidth, peak FLOP/s, interconnect, collective
+    latency) and where each came from.
+
+    \b
+    Example:
+      llmprobe gpus
+    """
     from . import commands
     commands.gpus(as_json=as_json)
 
 
 # ---- roofline ---------------------------------------------------------------------------------
 
-@main.command()
+@main.command(short_help="A GPU's ceilings and a model's floors on them.")
 @click.option("--gpu", default="auto", show_default=True,
               help="Catalog GPU id/alias for datasheet ceilings, or 'auto' to measure this machine.")
 @click.option("--model", "model_name", help="Catalog name/alias or path to a config.json.")
-@click.option("--batch", default="1,8", callback=_int_list, show_default=True)
-@click.option("--prompt-len", default="256", callback=_int_list, show_default=True)
-@click.option("--gen-len", default="256", callback=_int_list, show_default=True)
+@click.option("--batch", default="1,8", callback=_int_list, show_default=True, help="Batch sizes, comma-separated: prompts submitted together (e.g. 1,8).")
+@click.option("--prompt-len", default="256", callback=_int_list, show_default=True, help="Prompt lengths in tokens, comma-separated.")
+@click.option("--gen-len", default="256", callback=_int_list, show_default=True, help="Tokens to generate per prompt, comma-separated.")
 @click.option("--dtype", default="bf16", callback=_str_list, show_default=True,
               help="Weight format(s): bf16, fp16, fp8, int8, int4.")
 @click.option("--kv-dtype", default=None, help="KV-cache format (default: the activation format).")
-@click.option("--tp", default="1", callback=_int_list, show_default=True, help="Tensor-parallel degree(s).")
+@click.option("--tp", default="1", callback=_int_list, show_default=True,
+              help="Tensor-parallel degrees to model, comma-separated (profile runs one degree).")
 @click.option("--gpu-memory-utilization", default=0.9, show_default=True, type=float)
 @click.option("--quick", "mode", flag_value="quick", help="Measure: a faster, coarser pass.")
 @click.option("--full", "mode", flag_value="full", help="Measure: a size and shape sweep.")
@@ -97,19 +109,29 @@ def gpus(as_json: bool) -> None:
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write the roofline chart (PNG).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def roofline(**options) -> None:
-    """Ceilings of a GPU (datasheet or measured) and a model's analytic bounds on them."""
+    """Ceilings of a GPU (datasheet or measured) and a model's analytic bounds on them.
+
+    Without --gpu it measures this machine (saved and reused until --remeasure); with --gpu it takes
+    the catalog's datasheet. With --model it adds the TTFT, TPOT and TPS floors of every scenario.
+
+    \b
+    Examples:
+      llmprobe roofline --gpu h100-sxm --model mixtral
+      llmprobe roofline --gpu a100-sxm-80gb --model llama-2-70b --tp 1,2,4 --dtype bf16,fp8
+      llmprobe roofline --quick --plot roofline.png      # measure this machine, coarse pass
+    """
     from . import commands
     commands.roofline(**options)
 
 
 # ---- profile ----------------------------------------------------------------------------------
 
-@main.command()
+@main.command(short_help="Run the real engine; time every step.")
 @click.option("--model", "model_name", required=True, help="Catalog name/alias, config.json path, or checkpoint folder.")
 @click.option("--backend", type=click.Choice(["vllm", "hf"]), default="vllm", show_default=True)
-@click.option("--batch", default="1,8", callback=_int_list, show_default=True)
-@click.option("--prompt-len", default="256", callback=_int_list, show_default=True)
-@click.option("--gen-len", default="256", callback=_int_list, show_default=True)
+@click.option("--batch", default="1,8", callback=_int_list, show_default=True, help="Batch sizes, comma-separated: prompts submitted together (e.g. 1,8).")
+@click.option("--prompt-len", default="256", callback=_int_list, show_default=True, help="Prompt lengths in tokens, comma-separated.")
+@click.option("--gen-len", default="256", callback=_int_list, show_default=True, help="Tokens to generate per prompt, comma-separated.")
 @click.option("--runs", default=5, show_default=True, type=int, help="Measured runs per scenario.")
 @click.option("--warmup", default=1, show_default=True, type=int, help="Warm-up runs per scenario (not measured).")
 @click.option("--layers", type=int, help="Run only the first N layers (a model too big for the card).")
@@ -121,7 +143,8 @@ def roofline(**options) -> None:
 @click.option("--max-model-len", type=int, default=None, help="Default: the longest prompt + generation.")
 @click.option("--gpu-memory-utilization", default=0.9, show_default=True, type=float)
 @click.option("--enforce-eager", is_flag=True, help="No CUDA graphs / torch.compile (vLLM).")
-@click.option("--tp", default=1, show_default=True, type=int, help="Tensor-parallel degree (vLLM's executor).")
+@click.option("--tp", default=1, show_default=True, type=int,
+              help="Tensor-parallel degree of the one engine this runs (vLLM's executor); one value, not a list.")
 @click.option("--pp", default=1, show_default=True, type=int, help="Pipeline-parallel degree (vLLM's executor).")
 @click.option("--distributed-executor-backend", type=click.Choice(["mp", "ray"]), default=None,
               help="vLLM's executor for multi-GPU or multi-node runs.")
@@ -137,14 +160,24 @@ def roofline(**options) -> None:
 @click.option("--out", type=click.Path(dir_okay=False), help="Run record path (default: results/<model>-<time>.json).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as one JSON document.")
 def profile(**options) -> None:
-    """Run the real engine and time every prefill and decode step (TTFT, TPOT, TPS)."""
+    """Run the real engine and time every prefill and decode step (TTFT, TPOT, TPS).
+
+    Random weights by default (nothing is downloaded); a warm-up, then --runs measured runs per
+    scenario; the run record (JSON) is written as it goes, so an interrupted run keeps what finished.
+
+    \b
+    Examples:
+      llmprobe profile --model tiny-mixtral --batch 1,8 --prompt-len 64 --gen-len 16
+      llmprobe profile --model mixtral --layers 4 --runs 5 --out mixtral.json
+      llmprobe profile --model llama-2-70b --tp 2 --quantization fp8
+    """
     from . import commands
     commands.profile(**options)
 
 
 # ---- explain ----------------------------------------------------------------------------------
 
-@main.command()
+@main.command(short_help="Measured against the floors: where time went.")
 @click.argument("records", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Write report.md/.html and PNG figures here.")
 @click.option("--gpu", default=None, help="Explain against this catalog GPU's datasheet instead.")
@@ -152,14 +185,20 @@ def profile(**options) -> None:
               help="Explain against the ceilings of a `llmprobe roofline --json` output.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def explain(**options) -> None:
-    """Measured tokens/s against the roofline, and where the time went."""
+    """Measured tokens/s against the roofline, and where the time went.
+
+    \b
+    Examples:
+      llmprobe explain results/mixtral-vllm-*.json
+      llmprobe explain run.json --gpu h100-sxm --report report/      # against a datasheet, with figures
+    """
     from . import commands
     commands.explain(**options)
 
 
 # ---- providers ----------------------------------------------------------------------------------
 
-@main.command()
+@main.command(short_help="Tokens/s per dollar and $/Mtok by provider.")
 @click.argument("records", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--prices", "prices_file", type=click.Path(dir_okay=False), help="TOML price file overriding the catalog.")
 @click.option("--provider", default=None, help="Price the records at this provider (default: the one they ran on).")
@@ -168,9 +207,10 @@ def explain(**options) -> None:
 @click.option("--model", "model_name", default=None, help="--predict: the model.")
 @click.option("--gpus", default=None, callback=_str_list, help="--predict: catalog GPUs, comma-separated.")
 @click.option("--tp", default="1", callback=_int_list, show_default=True, help="--predict: TP degrees.")
-@click.option("--batch", default="1,8", callback=_int_list, show_default=True, help="--predict: batch sizes.")
-@click.option("--prompt-len", default=256, show_default=True, type=int)
-@click.option("--gen-len", default=256, show_default=True, type=int)
+@click.option("--batch", default="1,8", callback=_int_list, show_default=True,
+              help="--predict: batch sizes, comma-separated.")
+@click.option("--prompt-len", default=256, show_default=True, type=int, help="--predict: prompt length in tokens.")
+@click.option("--gen-len", default=256, show_default=True, type=int, help="--predict: tokens generated per prompt.")
 @click.option("--dtype", default="bf16", show_default=True, help="--predict: weight format.")
 @click.option("--efficiency", type=float, default=None, help="--predict: use this efficiency (0-1) instead of a run's.")
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False), help="Write every row as CSV.")
@@ -178,25 +218,55 @@ def explain(**options) -> None:
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a $/Mtok bar chart (PNG).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def compare(**options) -> None:
-    """Tokens/s per dollar and $ per million tokens across providers and GPUs."""
+    """Tokens/s per dollar and $ per million tokens across providers and GPUs.
+
+    Measured rows come from run records; --predict adds rows for GPUs not run, from the roofline
+    times an efficiency measured on a record (or --efficiency), labelled "predicted".
+
+    \b
+    Examples:
+      llmprobe compare run.json --tokens 1e9
+      llmprobe compare run.json --predict --model mixtral --gpus h100-sxm,a100-sxm-80gb --tp 1,2
+      llmprobe compare run.json --prices my-prices.toml --markdown cost.md
+    """
     from . import commands
     commands.compare(**options)
 
 
-@main.command()
+@main.command(short_help="Judge published tokens/s claims (CSV).")
 @click.argument("claims", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def audit(**options) -> None:
-    """Judge published tokens/s claims (CSV) against what the hardware can do."""
+    """Judge published tokens/s claims (CSV) against what the hardware can do.
+
+    \b
+    CSV header (optional columns may be left empty or out):
+      model,gpu,batch,prompt_len,gen_len,tps,tp,dtype,provider,price_per_hour[,tps_per_dollar]
+    Example:
+      llmprobe audit experiments/data/article_claims.csv
+    """
     from . import commands
     commands.audit(**options)
 
 
-@main.command()
+@main.command(short_help="The price catalog and its sources.")
 @click.option("--prices", "prices_file", type=click.Path(dir_okay=False), help="TOML price file overriding the catalog.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def prices(**options) -> None:
-    """The price catalog and where each price came from."""
+    """The price catalog and where each price came from.
+
+    \b
+    A price file (--prices, here and in compare) is TOML, one table per price:
+      [[price]]
+      provider = "runpod"            # any name; compare matches it to a record's provider
+      gpu = "h100-sxm"               # a catalog id or alias (llmprobe gpus), or "cpu"
+      usd_per_hour = 2.99            # per GPU
+      date = "2026-11-27"            # when the price was seen
+      source = "https://..."         # where
+    Its entries replace the catalog's for the same provider and GPU.
+    Example:
+      llmprobe prices --prices my-prices.toml
+    """
     from . import commands
     commands.prices(**options)
 

@@ -52,7 +52,7 @@ def roofline(*, gpu: str, model_name: str | None, batch, prompt_len, gen_len, dt
     measured = None
     if gpu == "auto":
         from .microbench import measure_or_load
-        with progress("measuring ceilings", show=not as_json) as say:
+        with progress("measuring ceilings") as say:
             measured = measure_or_load(mode=mode, remeasure=remeasure, progress=say,
                                        methods=tuple(methods) if methods else None)
         ceilings = measured.ceilings()
@@ -86,6 +86,8 @@ def roofline(*, gpu: str, model_name: str | None, batch, prompt_len, gen_len, dt
     if plot:
         doc["plot"] = plot
     if as_json:
+        for w in (measured.warnings if measured is not None else []):
+            err_console.print(f"warning: {w}")
         return emit_json(doc)
     if measured is not None:
         views.print_measurement(measured, datasheet)
@@ -103,6 +105,9 @@ def profile(*, model_name: str, backend: str, batch, prompt_len, gen_len, runs: 
             **engine: Any) -> None:
     """``engine``: the fields of engines.EngineOptions, as the command line gave them."""
     from .profiling import profile as run_profile, scenarios_from
+    if str(engine.get("dtype", "")).lower() in ("fp8", "int8", "int4", "float8"):
+        raise UserError(f"--dtype is the activation format (bf16 or fp16); for {engine['dtype']} weights use "
+                        f"--quantization (e.g. --quantization fp8)")
     if engine.get("weights") == "real" and not os.path.isdir(model_name):
         raise UserError("--weights real needs --model to be a local checkpoint folder")
     resolve_model(model_name)  # fail fast on a bad name, before any engine import
@@ -125,6 +130,7 @@ def profile(*, model_name: str, backend: str, batch, prompt_len, gen_len, runs: 
             err_console.print(f"interrupted: finished scenarios are kept in {out}")
             raise
     if as_json:
+        err_console.print(f"run record: {out}")
         return emit_json(record)
     from .records import RunRecord
     views.print_profile(RunRecord.from_dict(record))
@@ -149,6 +155,9 @@ def explain(*, records: list[str], report_dir: str | None, gpu: str | None, ceil
             as_json: bool) -> None:
     from .explain import explain_record
     from .records import load_json, load_run_record
+    if gpu and ceilings_file:
+        raise UserError("--gpu (a catalog datasheet) and --ceilings (a measurement) name two different ceilings: "
+                        "give one")
     ceil_doc = None
     if ceilings_file:
         doc = load_json(ceilings_file, "ceilings file")
@@ -217,12 +226,18 @@ def compare(*, records: list[str], prices_file: str | None, provider: str | None
         atomic_write_text(csv_out, buf.getvalue())
     if md_out:
         atomic_write_text(md_out, views.compare_markdown(rows, best, tokens))
+    if plot and not any(r["usd_per_million_tokens"] is not None for r in rows):
+        err_console.print(f"no chart written to {plot}: no row has both a TPS and a price "
+                          "(add prices with --prices; `llmprobe prices --help` shows the format)")
+        plot = None
     if plot:
         from .plots import cost_chart
         cost_chart(plot, rows)
     if as_json:
         return emit_json({"rows": rows, "cheapest": best, "tokens": tokens})
     views.print_compare(rows, best, tokens)
+    if plot:
+        console.print(f"cost chart written to {plot}")
 
 
 def audit(*, claims: str, as_json: bool) -> None:

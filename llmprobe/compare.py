@@ -67,7 +67,11 @@ def efficiency_by_batch(records: Sequence[tuple[str, RunRecord]]) -> list[dict[s
     for path, rec in records:
         ex = explain_record(rec)
         for s in ex["scenarios"]:
-            if s["tps"]["efficiency"] is not None:
+            eff = s["tps"]["efficiency"]
+            if eff is not None and eff > 1:
+                raise UserError(f"{path}: batch {s['batch']} ran at {eff:.0%} of its TPS ceiling: a run faster than "
+                                "its ceiling is not explained (doubt the ceilings), so it cannot scale a prediction")
+            if eff is not None:
                 out.append({"batch": s["batch"], "efficiency": s["tps"]["efficiency"], "record": path,
                             "ceilings_source": s["ceilings_source"]})
     return out

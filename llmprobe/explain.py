@@ -219,7 +219,14 @@ def explain_scenario(sc: ScenarioResult, record: RunRecord, inp: Inputs) -> dict
                       f"top-k minimum): their tokens touched fewer distinct experts than uniform routing predicts; "
                       f"they are explained against the top-k floor"})
     for key, s in sm.items():
-        spread = relative_spread(s)
+        ci = s.get("median_ci")
+        if ci and s.get("median"):   # how well the median is known; the min-max range only grows with more runs
+            width = (ci["high"] - ci["low"]) / s["median"]
+            if width > SPREAD_LIMIT:
+                flags.append({"kind": "spread", "message": f"{key}: the median's {ci['level']:.0%} confidence interval "
+                              f"spans {width:.1%} of it (over {SPREAD_LIMIT:.0%}): more runs, or a quieter machine"})
+            continue
+        spread = relative_spread(s)   # records from before the interval was recorded
         if spread is not None and spread > SPREAD_LIMIT:
             flags.append({"kind": "spread", "message": f"{key} varies {spread:.1%} run to run (over {SPREAD_LIMIT:.0%})"})
     tel = sc.telemetry or {}
@@ -250,6 +257,13 @@ def explain_scenario(sc: ScenarioResult, record: RunRecord, inp: Inputs) -> dict
     if inp.source == "datasheet":
         flags.append({"kind": "datasheet_ceilings", "message": "no ceilings measured on this card: efficiencies are "
                       "against the datasheet (run `llmprobe roofline` on it for measured ones)"})
+        dev = record.device
+        same = dev.get("kind") == "cuda" and getattr(match_device_name(dev.get("name") or "", dev.get("memory_bytes")),
+                                                     "id", None) == ceil.gpu_id
+        if not same:
+            flags.append({"kind": "other_device", "message": f"explained against {ceil.name}'s datasheet, but the "
+                          f"record was measured on {dev.get('name') or 'an unknown device'}: the efficiencies compare "
+                          "two different machines"})
     warm = sc.warmup_runs
     if warm:
         first = warm[0].wall_s

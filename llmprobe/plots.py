@@ -5,6 +5,7 @@ Every figure is readable without the text: titled, axes labelled with units, leg
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,56 +36,83 @@ def _save(fig, path: str) -> str:
     return path
 
 
-def _roof(ax, c: Ceilings, dtype: str, style: str, label: str) -> None:
+def _rate(v: float, unit: str) -> str:
+    """A rate at a human scale with 3 significant digits: 731.8 GFLOP/s, 3.35 TB/s."""
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1, "")):
+        if abs(v) >= factor:
+            return f"{v / factor:.3g} {prefix}{unit}"
+    return f"{v:.3g} {unit}"
+
+
+def _roof(ax, c: Ceilings, dtype: str, style: str, label: str, xs) -> tuple[float, float] | None:
+    """Draws the roof over ``xs``; returns (peak, knee) or None when the format has no ceiling."""
     try:
         peak = c.flops(dtype)
     except UserError:  # no ceiling of this format: no roof to draw
-        return
+        return None
     if not peak or not c.hbm_bytes_per_s:
-        return
+        return None
     knee = peak / c.hbm_bytes_per_s
-    xs = [10 ** (k / 20) for k in range(-40, 120)]
     ax.plot(xs, [min(peak, c.hbm_bytes_per_s * x) for x in xs], style, lw=2,
-            label=f"{label}: {c.hbm_bytes_per_s / 1e12:.3g} TB/s, {peak / 1e12:.4g} TFLOP/s {dtype} (knee {knee:.0f} FLOP/B)")
+            label=f"{label}: {_rate(c.hbm_bytes_per_s, 'B/s')}, {_rate(peak, 'FLOP/s')} {dtype} "
+                  f"(knee {knee:.3g} FLOP/B)")
     ax.axvline(knee, color="grey", lw=0.5, ls=":")
+    return peak, knee
 
 
 def roofline_chart(path: str, ceilings: Ceilings, datasheet: Ceilings | None = None, model=None,
                    batches: Sequence[int] = (1, 8), prompt_len: int = 256, dtype: str = "bf16",
-                   kv_dtype: str | None = None, measured_points: Sequence[dict[str, Any]] = ()) -> str:
+                   kv_dtype: str | None = None, measured_points: Sequence[dict[str, Any]] = (),
+                   measured_on: str | None = None) -> str:
     """Roofs (measured and datasheet) and operating points.
 
     Analytic points (from ``model``) sit on the roof: prefill of batch x prompt tokens and a decode
     step at the prompt's context, per batch. ``measured_points`` ({"label", "intensity", "flops_per_s"})
-    are where measured steps really ran, below the roof.
+    are where measured steps really ran, below the roof; ``measured_on`` names their device when it
+    is not the one the roofs belong to. Axes span both roofs' knees and every point, a decade around.
     """
     plt = _plt()
     from .costs import Floors, decode_cost, prefill_cost, roofline
     fig, ax = plt.subplots(figsize=(9, 6))
     compute = dtype
+    points: list[tuple[float, float]] = []
     if model is not None:
         f = Floors.of(model, ceilings, dtype=dtype, kv_dtype=kv_dtype)
         compute = f.compute_dtype
-    _roof(ax, ceilings, compute, "-", ceilings.kind)
-    if datasheet is not None:
-        _roof(ax, datasheet, compute, "--", "datasheet")
-    markers = {"prefill": "s", "decode": "o"}
-    if model is not None:
         for b in batches:
             for phase, step in (("prefill", prefill_cost(f, b, prompt_len)), ("decode", decode_cost(f, b, prompt_len))):
-                x = step.flops / step.bytes
-                y = step.flops / roofline(step.flops, step.bytes, f.peak, f.bw)
-                ax.plot([x], [y], markers[phase], ms=8, label=f"{phase}, batch {b} (bound)")
-                ax.annotate(f"{phase[0].upper()}{b}", (x, y), textcoords="offset points", xytext=(5, -12), fontsize=8)
+                points.append((step.flops / step.bytes, step.flops / roofline(step.flops, step.bytes, f.peak, f.bw)))
+    points += [(p["intensity"], p["flops_per_s"]) for p in measured_points]
+    knees = [c.flops(compute) / c.hbm_bytes_per_s for c in (ceilings, datasheet) if c is not None
+             and compute in c.peak_flops and c.hbm_bytes_per_s]
+    xs_all = [x for x, _ in points] + knees
+    lo = 10 ** (math.floor(math.log10(min(xs_all))) - 1) if xs_all else 1e-2
+    hi = 10 ** (math.ceil(math.log10(max(xs_all))) + 1) if xs_all else 1e4
+    xs = [lo * (hi / lo) ** (k / 200) for k in range(201)]
+    roofs = [r for r in (_roof(ax, ceilings, compute, "-", ceilings.kind, xs),
+                         _roof(ax, datasheet, compute, "--", "datasheet", xs) if datasheet is not None else None) if r]
+    markers = {"prefill": "s", "decode": "o"}
+    if model is not None:
+        for (x, y), (b, phase) in zip(points, [(b, ph) for b in batches for ph in ("prefill", "decode")]):
+            ax.plot([x], [y], markers[phase], ms=8, label=f"{phase}, batch {b} (bound)")
+            ax.annotate(f"{phase[0].upper()}{b}", (x, y), textcoords="offset points", xytext=(5, -12), fontsize=8)
     for p in measured_points:
         ax.plot([p["intensity"]], [p["flops_per_s"]], markers.get(p.get("phase", "decode"), "x"), mfc="none", ms=10,
                 mew=2, label=p["label"])
+    ys = [y for _, y in points] + [peak for peak, _ in roofs] + [c.hbm_bytes_per_s * lo for c in (ceilings, datasheet)
+                                                                  if c is not None and c.hbm_bytes_per_s]
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    if ys:
+        ax.set_ylim(10 ** math.floor(math.log10(min(ys))), 10 ** (math.ceil(math.log10(max(ys))) + 0.3))
     ax.set_xlabel("arithmetic intensity (FLOP per byte from device memory)")
     ax.set_ylabel("FLOP/s")
     name = model.name if model is not None else ""
-    ax.set_title(f"Roofline — {ceilings.name}" + (f" — {name}" if name else ""))
+    title = f"Roofline — {ceilings.name} ({ceilings.kind} ceilings)" + (f" — {name}" if name else "")
+    if measured_on and measured_on != ceilings.name:
+        title += f"\npoints measured on {measured_on}, not on this device"
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
@@ -94,6 +122,15 @@ def breakdown_chart(path: str, explained: dict[str, Any]) -> str:
     plt = _plt()
     rows = [(f"b{s['batch']} p{s['prompt_len']} g{s['gen_len']} {ph}", parts)
             for s in explained["scenarios"] if s["breakdown"] for ph, parts in s["breakdown"].items()]
+    title = f"Where the time went — {explained['model']} on {explained['device']} ({explained['ceilings_source']} ceilings)"
+    if not rows:   # nothing explained: say why instead of drawing an empty frame
+        fig, ax = plt.subplots(figsize=(12, 2.5))
+        why = [f["message"] for s in explained["scenarios"] for f in s["flags"] if f["kind"] == "faster_than_floor"]
+        ax.text(0.01, 0.5, "No scenario could be explained: " + (why[0] if why else "no breakdown in the record"),
+                wrap=True, va="center", fontsize=9)
+        ax.set_axis_off()
+        ax.set_title(title)
+        return _save(fig, path)
     fig, ax = plt.subplots(figsize=(12, 1.4 + 0.55 * max(1, len(rows))))
     for i, (_, parts) in enumerate(rows):
         left = 0.0
@@ -105,7 +142,7 @@ def breakdown_chart(path: str, explained: dict[str, Any]) -> str:
     ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("time per run (ms, mean over measured runs)")
-    ax.set_title(f"Where the time went — {explained['model']} on {explained['device']} ({explained['ceilings_source']} ceilings)")
+    ax.set_title(title)
     handles, labels = ax.get_legend_handles_labels()
     uniq = dict(zip(labels, handles))
     ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))

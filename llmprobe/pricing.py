@@ -62,10 +62,10 @@ def _parse(text: str, origin: str) -> list[Price]:
         price = e["usd_per_hour"]
         if isinstance(price, bool) or not isinstance(price, (int, float)) or price <= 0:
             raise UserError(f"{where}: usd_per_hour must be a positive number, got {price!r}")
-        try:
-            gpu = resolve_gpu(str(e["gpu"])).id
+        try:   # "cpu": a CPU instance, what a record made without a GPU is priced at
+            gpu = "cpu" if str(e["gpu"]).lower() == "cpu" else resolve_gpu(str(e["gpu"])).id
         except UserError as err:
-            raise UserError(f"{where}: {err}") from None
+            raise UserError(f"{where}: {err} (or \"cpu\" for a CPU instance)") from None
         out.append(Price(provider=str(e["provider"]).lower(), gpu=gpu, usd_per_hour=float(price),
                          date=str(e.get("date", "")), source=str(e.get("source", origin))))
     return out

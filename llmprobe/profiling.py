@@ -188,11 +188,16 @@ def preflight(spec: ModelSpec, scenarios: Sequence[Scenario], device: dict[str, 
         return {"memory_required_bytes": need, "memory_available_bytes": have, "gpu_id": gpu.id}
     ram = device.get("memory_bytes")
     if ram:  # CPU: weights and KV live in RAM; keep 20% for everything else
-        costs = RankCosts.of(spec, dtype=dtype, kv_dtype=kv_dtype)  # every rank shares the one RAM
-        need = costs.resident_weight_bytes + worst.batch * (worst.prompt_len + worst.gen_len) * costs.kv_entry_bytes
+        def ram_needed(model: ModelSpec) -> float:
+            costs = RankCosts.of(model, dtype=dtype, kv_dtype=kv_dtype)  # every rank shares the one RAM
+            return costs.resident_weight_bytes + worst.batch * (worst.prompt_len + worst.gen_len) * costs.kv_entry_bytes
+        need = ram_needed(spec)
         if need > 0.8 * ram:
-            raise UserError(f"{spec.name} needs {need / 1e9:.1f} GB of RAM, this machine has {ram / 1e9:.1f} GB: "
-                            f"try --layers")
+            fits = [n for n in range(spec.num_layers - 1, 0, -1) if ram_needed(spec.with_layers(n)) <= 0.8 * ram]
+            hint = (f"try --layers {fits[0]} (of {spec.full_num_layers or spec.num_layers})" if fits
+                    else "it does not fit even with one layer")
+            raise UserError(f"{spec.name} needs {need / (1 << 30):.1f} GiB of RAM, this machine has "
+                            f"{ram / (1 << 30):.1f} GiB (80% usable): {hint}")
         return {"memory_required_bytes": need, "memory_available_bytes": 0.8 * ram}
     return None
 
@@ -251,19 +256,22 @@ def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1)
             "ceilings": _saved_ceilings(device), "scenarios": [],
         }
         rng = random.Random(eo.seed)
+        eta = _Eta(scenarios, warmup + runs)
         for si, sc in enumerate(scenarios):
             tag = f"[{si + 1}/{len(scenarios)}] batch {sc.batch}, prompt {sc.prompt_len}, gen {sc.gen_len}"
             warm = []
             for w in range(warmup):
-                say(f"{tag}: warm-up {w + 1}/{warmup}")
-                warm.append(engine.run(_prompts(rng, sc.batch, sc.prompt_len, spec.vocab_size), sc.gen_len))
+                say(f"{tag}: warm-up {w + 1}/{warmup}{eta.text()}")
+                warm.append(eta.timed(sc, lambda: engine.run(_prompts(rng, sc.batch, sc.prompt_len, spec.vocab_size),
+                                                            sc.gen_len)))
             measured = []
             sampler = _sampler(engine.device)
             load = HostLoad()
             with sampler if sampler is not None else contextlib.nullcontext(), load:
                 for i in range(runs):
-                    say(f"{tag}: run {i + 1}/{runs}")
-                    measured.append(engine.run(_prompts(rng, sc.batch, sc.prompt_len, spec.vocab_size), sc.gen_len))
+                    say(f"{tag}: run {i + 1}/{runs}{eta.text()}")
+                    measured.append(eta.timed(sc, lambda: engine.run(_prompts(rng, sc.batch, sc.prompt_len,
+                                                                              spec.vocab_size), sc.gen_len)))
             telemetry = sampler.summary() if sampler is not None else None
             summary = summarize_scenario(sc, warm, measured, telemetry, load.result())
             for warning in scenario_warnings(summary):
@@ -290,6 +298,35 @@ def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1)
         if out and record:
             atomic_write_json(out, record)
     return record
+
+
+class _Eta:
+    """Time left in a profile: runs left x the seconds per generated token seen so far (a scenario's run
+    costs about batch x gen_len of them; the first warm-up, which compiles, is left out of the rate)."""
+
+    def __init__(self, scenarios: Sequence[Scenario], runs_each: int):
+        self.left = {id(s): runs_each for s in scenarios}
+        self.scenarios = list(scenarios)
+        self.spent = self.tokens = 0.0
+        self.seen = 0
+
+    def timed(self, sc: Scenario, fn):
+        import time
+        t0 = time.perf_counter()
+        out = fn()
+        self.left[id(sc)] -= 1
+        self.seen += 1
+        if self.seen > 1:
+            self.spent += time.perf_counter() - t0
+            self.tokens += sc.batch * sc.gen_len
+        return out
+
+    def text(self) -> str:
+        if not self.tokens:
+            return ""
+        rate = self.spent / self.tokens
+        left = sum(self.left[id(s)] * s.batch * s.gen_len for s in self.scenarios) * rate
+        return f" — about {left:.0f} s left"
 
 
 def compute_note(device: dict[str, Any], weight_dtype: str) -> dict[str, Any]:

@@ -7,7 +7,19 @@ from typing import Any
 from .plots import breakdown_chart, roofline_chart, steps_chart
 from .records import atomic_write_text
 from .tables import html_table, markdown_table
-from .views import explain_sections
+from .views import explain_sections, record_sections
+
+
+def _stem(path: str, taken: set[str]) -> str:
+    """Figures are named after their record (mixtral-run-roofline.png), unique within the report."""
+    import os
+    import re
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.splitext(os.path.basename(path))[0]) or "record"
+    stem, n = base, 2
+    while stem in taken:
+        stem, n = f"{base}-{n}", n + 1
+    taken.add(stem)
+    return stem
 
 
 def write_report(out_dir: str, items: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> list[str]:
@@ -19,8 +31,9 @@ def write_report(out_dir: str, items: list[tuple[str, dict[str, Any], dict[str, 
     from .microbench.result import ceilings_from_record
     os.makedirs(out_dir, exist_ok=True)
     md, body, written = ["# llmprobe explain report", ""], ["<h1>llmprobe explain report</h1>"], []
-    for k, (path, ex, record) in enumerate(items):
-        stem = f"r{k}" if len(items) > 1 else ""
+    stems: set[str] = set()
+    for path, ex, record in items:
+        stem = _stem(path, stems)
         figs = {}
         ceil = ceilings_from_record({"ceilings": ex["ceilings"]})
         ds = gpu_catalog().get(ceil.gpu_id or "") if ceil.kind == "measured" else None
@@ -28,16 +41,17 @@ def write_report(out_dir: str, items: list[tuple[str, dict[str, Any], dict[str, 
                    "flops_per_s": a["flops_per_s"]} for s in ex["scenarios"] for ph, a in s["achieved"].items()
                   if a["intensity_flop_per_byte"]]
         compute = inputs_for(record).floors.compute_dtype
-        figs["roofline"] = roofline_chart(os.path.join(out_dir, f"{stem}roofline.png"), ceil,
-                                          ds.ceilings() if ds else None, dtype=compute, measured_points=points)
-        figs["breakdown"] = breakdown_chart(os.path.join(out_dir, f"{stem}breakdown.png"), ex)
-        figs["steps"] = steps_chart(os.path.join(out_dir, f"{stem}steps.png"), record, inputs_for(record).floors)
+        figs["roofline"] = roofline_chart(os.path.join(out_dir, f"{stem}-roofline.png"), ceil,
+                                          ds.ceilings() if ds else None, dtype=compute, measured_points=points,
+                                          measured_on=ex["device"])
+        figs["breakdown"] = breakdown_chart(os.path.join(out_dir, f"{stem}-breakdown.png"), ex)
+        figs["steps"] = steps_chart(os.path.join(out_dir, f"{stem}-steps.png"), record, inputs_for(record).floors)
         written += list(figs.values())
         title = f"{ex['model']}" + (f" [{ex['layers_note']}]" if ex.get("layers_note") else "") + f" — {ex['backend']} on {ex['device']}"
         md += [f"## {title}", "", f"Record: `{path}`. Ceilings: {ex['ceilings_source']} ({ex['ceilings']['source']}).", ""]
         body += [f"<h2>{html.escape(title)}</h2>", f"<p>Record: <code>{html.escape(path)}</code>. Ceilings: "
                  f"{html.escape(ex['ceilings_source'])} ({html.escape(ex['ceilings']['source'])}).</p>"]
-        for t, cols, rows in explain_sections(ex):
+        for t, cols, rows in record_sections(record) + explain_sections(ex):
             md += [f"### {t}", "", markdown_table(cols, rows), ""]
             body += [f"<h3>{html.escape(t)}</h3>", html_table(cols, rows)]
         for name, f in figs.items():
@@ -48,5 +62,6 @@ def write_report(out_dir: str, items: list[tuple[str, dict[str, Any], dict[str, 
     atomic_write_text(html_path, "<!doctype html><meta charset=utf-8><title>llmprobe explain</title><style>"
                       "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
                       "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child{text-align:left}"
+                      "td.prose{text-align:left}"
                       "</style>" + "\n".join(body))
     return [md_path, html_path] + written

@@ -11,10 +11,10 @@ from typing import Any
 
 from rich.console import Console
 
-from .tables import Section, rich_table
+from .tables import Section, fit, rich_table
 
-# Piped output has no terminal width; 140 columns keeps the wide tables on one line each.
-console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 140)
+# Piped output has no terminal width: COLUMNS where the user set it, else 140 columns.
+console = Console(soft_wrap=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
 err_console = Console(stderr=True, log_path=False)
 
 
@@ -32,17 +32,33 @@ def _default(o: Any) -> Any:
 
 def print_sections(sections: list[Section]) -> None:
     for title, cols, rows in sections:
-        console.print(rich_table(title, cols, rows) if cols else title)
+        if cols:
+            print_table(title, cols, rows)
+        else:
+            console.print(title)
+
+
+def print_table(title: str, columns: list[str], rows: list[list[Any]], caption: str | None = None,
+                prose: tuple[str, ...] = (), optional: tuple[str, ...] = (), keys: int = 1) -> None:
+    """A table that fits the terminal (or COLUMNS) without cutting an ID or a number: optional columns
+    go first, then it is stacked in parts; prose columns wrap; the caption goes under the last part."""
+    parts = fit(title, columns, rows, console.width, prose, optional, keys)
+    for i, (t, cols, rs) in enumerate(parts):
+        console.print(rich_table(t, cols, rs, caption if i == len(parts) - 1 else None, prose))
 
 
 @contextlib.contextmanager
-def progress(label: str, show: bool = True) -> Iterator[Callable[[str], None]]:
-    """A spinner on stderr and a callback that logs each message under it (silent if not ``show``)."""
-    with err_console.status(label) as status:
+def progress(label: str) -> Iterator[Callable[[str], None]]:
+    """Progress on stderr, also under --json: a spinner with the current stage and the time elapsed in it
+    (an engine that takes minutes to start shows it ticking), and each stage logged as it starts."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
+                  transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
         def say(msg: str) -> None:
-            if show:
-                status.update(msg)
-                err_console.log(msg)
+            bar.reset(task, description=msg)
+            bar.log(msg)
         yield say
 
 

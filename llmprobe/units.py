@@ -16,6 +16,18 @@ def si(value: float | None, unit: str, digits: int = 3) -> str:
     return f"{value:.{digits}g} {unit}"
 
 
+def gib(value: float | None) -> str:
+    """Memory sizes in binary units: cards are sold in GiB ("80GB" HBM is 80 GiB)."""
+    return "-" if value is None else f"{value / (1 << 30):.3g} GiB"
+
+
+def num(x: float | None) -> str:
+    """A rate for a table: thousands separated and one decimal when large, three significant digits when small."""
+    if x is None:
+        return "-"
+    return f"{x:,.1f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
 def seconds(value: float | None) -> str:
     if value is None:
         return "-"
@@ -28,6 +40,11 @@ def seconds(value: float | None) -> str:
 
 def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def efficiency(x: float | None) -> str:
+    """A share of a floor or ceiling; above 100% the measurement beat what is possible: not a result."""
+    return "n/a (not explained)" if x is not None and x > 1 else pct(x)
 
 
 def count(n: int) -> str:

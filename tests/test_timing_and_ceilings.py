@@ -11,8 +11,14 @@ from llmprobe.timing import HostClock, bench, relative_spread, summarize
 
 def test_summarize_names_every_statistic():
     s = summarize([3.0, 1.0, 2.0, 10.0])
-    assert s == {"n": 4, "mean": 4.0, "median": 2.5, "min": 1.0, "max": 10.0, "stdev": pytest.approx(4.0825, abs=1e-4)}
-    assert summarize([])["median"] is None and summarize([5.0])["stdev"] == 0.0
+    # numpy.percentile([1, 2, 3, 10], 90) = 3 + 0.7 * 7 = 7.9; p99 = 3 + 0.97 * 7 = 9.79
+    assert s == {"n": 4, "mean": 4.0, "median": 2.5, "min": 1.0, "max": 10.0, "stdev": pytest.approx(4.0825, abs=1e-4),
+                 "p90": pytest.approx(7.9), "p99": pytest.approx(9.79),
+                 "median_ci": {"low": 1.0, "high": 10.0, "level": 0.875}}
+    assert summarize([])["median"] is None and summarize([5.0])["stdev"] == 0.0 and summarize([5.0])["median_ci"] is None
+    # the interval of the median narrows with more runs (order statistics of binomial(n, 1/2)), min-max does not
+    wide = summarize([float(i) for i in range(1, 31)])["median_ci"]
+    assert (wide["low"], wide["high"]) == (10.0, 21.0) and wide["level"] == pytest.approx(0.9572, abs=1e-4)
     assert relative_spread(summarize([9.0, 10.0, 11.0])) == pytest.approx(0.2)
 
 

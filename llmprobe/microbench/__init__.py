@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
 from ..errors import MissingDependency, UserError
 from ..records import CEILINGS_METHODOLOGY, cpu_description, provenance
-from .result import Measurement, MethodResult, ceilings_from_record
+from .result import Measurement, MethodResult, Stages, ceilings_from_record
 
 GPU_METHODS = ("torch", "triton", "cupy")
 
@@ -25,10 +26,16 @@ def _available(name: str) -> bool:
     return importlib.util.find_spec({"triton": "triton", "cupy": "cupy"}[name]) is not None
 
 
-def _collectives(world: int, backend: str, mode: str, say: Callable[[str], None]) -> list[MethodResult]:
+COLLECTIVES_BUDGET_S = 10.0   # about: process start and init, then the size sweep
+
+
+def _collectives_stage(world: int, backend: str) -> tuple[str, float]:
+    return f"all-reduce and all-gather over {world} {backend} ranks", COLLECTIVES_BUDGET_S
+
+
+def _collectives(world: int, backend: str, mode: str) -> list[MethodResult]:
     """All-reduce and all-gather across ``world`` ranks; a failure is a failed method, never a crash."""
     from .collective import collective_methods
-    say(f"collectives: all-reduce and all-gather over {world} {backend} ranks")
     try:
         return collective_methods(world, backend, mode)
     except (RuntimeError, OSError, ValueError) as e:
@@ -50,7 +57,10 @@ def measure(mode: str = "default", methods: tuple[str, ...] | None = None,
         say("no CUDA GPU: measuring the CPU instead")
         from . import cpu
         fp = cpu_description()
-        results = cpu.run(mode, say) + _collectives(2, "gloo", mode, say)
+        stages = Stages(cpu.plan(mode) + [_collectives_stage(2, "gloo")], say)
+        results = cpu.run(mode, stages)
+        stages.next()
+        results += _collectives(2, "gloo", mode)
         return Measurement(device="cpu", fingerprint=fp, methods=results, mode=mode, methodology=CEILINGS_METHODOLOGY,
                            provenance=provenance(fp), warnings=["no CUDA GPU: these are CPU ceilings"],
                            duration_s=time.perf_counter() - t0)
@@ -79,17 +89,22 @@ def measure(mode: str = "default", methods: tuple[str, ...] | None = None,
     if fp.get("other_processes"):
         warnings.append(f"{fp['other_processes']} other process(es) use this GPU: figures may be low")
     say(f"measuring {fp.get('name')}")
-    if sampler is not None:
-        with sampler:
-            results = gpu.run(mode, say, wanted)
-        telemetry = sampler.summary()
-        if telemetry.get("throttled"):
-            warnings.append(f"the card throttled during measurement: {telemetry['throttle_fraction']}")
-    else:
-        results, telemetry = gpu.run(mode, say, wanted), None
     import torch
-    if torch.cuda.device_count() >= 2:
-        results += _collectives(torch.cuda.device_count(), "nccl", mode, say)
+    suite = gpu.suite(mode, wanted)
+    steps = suite.steps()
+    n_gpus = torch.cuda.device_count()
+    stages = Stages([(label, budget) for label, budget, _ in steps]
+                    + ([_collectives_stage(n_gpus, "nccl")] if n_gpus >= 2 else []), say)
+    with sampler if sampler is not None else contextlib.nullcontext():
+        for _, _, step in steps:
+            stages.next()
+            step()
+    results, telemetry = suite.results, sampler.summary() if sampler is not None else None
+    if telemetry and telemetry.get("throttled"):
+        warnings.append(f"the card throttled during measurement: {telemetry['throttle_fraction']}")
+    if n_gpus >= 2:
+        stages.next()
+        results += _collectives(n_gpus, "nccl", mode)
     for r in results:
         if not r.valid:
             warnings.append(f"{r.name} ({r.dtype}) failed: {r.error}")
@@ -106,6 +121,20 @@ def current_device() -> dict:
     return cpu_description()
 
 
+def _age(saved: dict) -> str:
+    import datetime as dt
+    try:
+        then = dt.datetime.fromisoformat(saved["provenance"]["created_utc"])
+    except (KeyError, TypeError, ValueError):
+        return "at an unknown time"
+    s = (dt.datetime.now(dt.timezone.utc) - then).total_seconds()
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if s >= size:
+            n = int(s // size)
+            return f"{n} {unit}{'s' if n > 1 else ''} ago"
+    return "just now"
+
+
 def measure_or_load(mode: str = "default", remeasure: bool = False,
                     progress: Callable[[str], None] | None = None,
                     methods: tuple[str, ...] | None = None) -> Measurement:
@@ -114,11 +143,15 @@ def measure_or_load(mode: str = "default", remeasure: bool = False,
     ``progress`` receives one message per measurement stage.
     """
     from . import store
+    say = progress or (lambda msg: None)
     if not remeasure and not methods:
-        saved = store.load_for_device(current_device())
+        device = current_device()
+        saved = store.load_for_device(device)
         if saved is not None and (mode == "default" or saved.get("mode") == mode):
+            say(f"reusing ceilings from {store.path_for(device)}, measured {_age(saved)} ({saved.get('mode')} mode); "
+                "--remeasure to measure again")
             return Measurement.from_dict(saved)
-    m = measure(mode, methods, progress or (lambda msg: None))
+    m = measure(mode, methods, say)
     store.save(m.to_dict())
     return m
 

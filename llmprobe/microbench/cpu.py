@@ -7,11 +7,10 @@ a GPU, with honest figures for that machine.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from ..kernels.traffic import matmul_flops
 from ..timing import HostClock, bench, relative_spread
-from .result import MethodResult, matmul_error
+from .result import MethodResult, Stages, matmul_error
 
 GIB = 1 << 30
 MAX_ARRAY = 4 * GIB
@@ -143,13 +142,21 @@ def matmul_ceiling(mode: str, dtype: str) -> MethodResult:
                         best_params={"shape": top["shape"], "layout": top["layout"]}, sweep=sweep, note=note)
 
 
-def run(mode: str, say: Callable[[str], None]) -> list[MethodResult]:
+STREAM_BUDGET_S = {"quick": 3.0, "default": 6.0, "full": 20.0}   # about, per bandwidth method (sizes x repeats)
+
+
+def plan(mode: str) -> list[tuple[str, float]]:
+    return ([("CPU: torch copy_ bandwidth", STREAM_BUDGET_S[mode]), ("CPU: torch sum (read) bandwidth", STREAM_BUDGET_S[mode])]
+            + [(f"CPU: torch matmul {dt}", MATMUL_BUDGET_S[mode]) for dt in ("fp32", "bf16")])
+
+
+def run(mode: str, stages: Stages) -> list[MethodResult]:
     out = []
-    say("CPU: torch copy_ bandwidth")
+    stages.next()
     out.append(copy_bandwidth(mode))
-    say("CPU: torch sum (read) bandwidth")
+    stages.next()
     out.append(read_bandwidth(mode))
     for dt in ("fp32", "bf16"):
-        say(f"CPU: torch matmul {dt}")
+        stages.next()
         out.append(matmul_ceiling(mode, dt))
     return out

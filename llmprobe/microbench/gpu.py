@@ -47,9 +47,9 @@ METHOD_BUDGET_S = {"quick": {"bandwidth": 3.0, "flops": 5.0}, "default": {"bandw
 
 
 class Suite:
-    def __init__(self, mode: str, say: Callable[[str], None], methods: set[str]):
+    def __init__(self, mode: str, methods: set[str]):
         import torch
-        self.torch, self.mode, self.say, self.methods = torch, mode, say, methods
+        self.torch, self.mode, self.methods = torch, mode, methods
         self.clock = CudaClock()
         props = torch.cuda.get_device_properties(0)
         self.props = props
@@ -78,7 +78,6 @@ class Suite:
         return sizes
 
     def guard(self, name: str, kind: str, dtype: str | None, fn: Callable[[], MethodResult]) -> None:
-        self.say(f"{name} ({dtype})")
         try:
             r = fn()
         except MissingDependency as e:
@@ -260,24 +259,27 @@ class Suite:
         return MethodResult("cupy.fma_chain_fp32", "flops", "fp32", flops / t.median_s, True,
                             best_params={"threads": grid * block, "iters": iters})
 
-    def run(self) -> list[MethodResult]:
-        self.say("warming the card up")
-        self.warm_card()
-        self.guard("torch.copy_", "bandwidth", "fp32", self.torch_copy)
+    def steps(self) -> list[tuple[str, float, Callable[[], None]]]:
+        """The planned stages: (label, time budget in s, what runs)."""
+        bw, fl = self.budget_s["bandwidth"], self.budget_s["flops"]
+        out = [("warming the card up", self.card_warm_s, self.warm_card),
+               ("torch.copy_ (fp32)", bw, lambda: self.guard("torch.copy_", "bandwidth", "fp32", self.torch_copy))]
         if "cupy" in self.methods:
-            for k in STREAM:
-                self.guard(f"cupy.{k}_v4", "bandwidth", "fp32", lambda k=k: self.cupy_stream(k))
+            out += [(f"cupy.{k}_v4 (fp32)", bw, lambda k=k: self.guard(f"cupy.{k}_v4", "bandwidth", "fp32",
+                                                                      lambda: self.cupy_stream(k))) for k in STREAM]
         if "triton" in self.methods:
-            for k in STREAM:
-                self.guard(f"triton.{k}", "bandwidth", "fp32", lambda k=k: self.triton_stream(k))
-        for dt in ("bf16", "fp16") if self.mode != "quick" else ("bf16",):
-            self.guard("torch.matmul", "flops", dt, lambda dt=dt: self.torch_matmul(dt))
-        self.guard("torch._scaled_mm", "flops", "fp8", self.torch_fp8)
+            out += [(f"triton.{k} (fp32)", bw, lambda k=k: self.guard(f"triton.{k}", "bandwidth", "fp32",
+                                                                     lambda: self.triton_stream(k))) for k in STREAM]
+        out += [(f"torch.matmul ({dt})", fl, lambda dt=dt: self.guard("torch.matmul", "flops", dt,
+                                                                     lambda: self.torch_matmul(dt)))
+                for dt in (("bf16", "fp16") if self.mode != "quick" else ("bf16",))]
+        out.append(("torch._scaled_mm (fp8)", fl, lambda: self.guard("torch._scaled_mm", "flops", "fp8", self.torch_fp8)))
         if "triton" in self.methods:
-            self.guard("triton.dot", "flops", "bf16", self.triton_dot)
+            out.append(("triton.dot (bf16)", fl, lambda: self.guard("triton.dot", "flops", "bf16", self.triton_dot)))
         if "cupy" in self.methods:
-            self.guard("cupy.fma_chain_fp32", "flops", "fp32", self.cupy_fma)
-        return self.results
+            out.append(("cupy.fma_chain_fp32 (fp32)", 2.0,
+                        lambda: self.guard("cupy.fma_chain_fp32", "flops", "fp32", self.cupy_fma)))
+        return out
 
 
 class Budget:
@@ -326,6 +328,6 @@ def _grid(props, fn, block: int) -> int:
     return props.multi_processor_count * blocks
 
 
-def run(mode: str, say: Callable[[str], None], methods: set[str]) -> list[MethodResult]:
-    return Suite(mode, say, methods).run()
+def suite(mode: str, methods: set[str]) -> Suite:
+    return Suite(mode, methods)
 

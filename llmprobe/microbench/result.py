@@ -9,6 +9,21 @@ from ..errors import UserError
 from ..hardware import Ceilings, GpuSpec
 
 
+class Stages:
+    """Progress through a measurement's planned stages: "[k/N] name", elapsed, and at most how long is
+    left (the remaining stages' time budgets; a stage may finish under its budget, never far over)."""
+
+    def __init__(self, plan: list[tuple[str, float]], say):
+        import time
+        self.plan, self.say, self.k, self.t0, self._time = plan, say, 0, time.perf_counter(), time.perf_counter
+
+    def next(self) -> None:
+        name = self.plan[self.k][0]
+        left = sum(b for _, b in self.plan[self.k:])
+        self.k += 1
+        self.say(f"[{self.k}/{len(self.plan)}] {name} — {self._time() - self.t0:.0f} s elapsed, at most ~{left:.0f} s left")
+
+
 @dataclass
 class MethodResult:
     name: str                      # e.g. "cupy.copy_v4", "torch.matmul"
