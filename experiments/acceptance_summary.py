@@ -48,6 +48,11 @@ def ceilings(out: Path) -> None:
           + ", ".join(f"{d} {v / 1e12:,.1f} TFLOP/s" for d, v in sorted(m.flops.items())))
     print(f"throttle reasons seen: {throttle_text((m.telemetry or {}).get('throttle_fraction')) if m.telemetry else 'no telemetry'}")
     for r in m.methods:
+        if r.kind == "collective":   # bus bandwidth and the latency of one call
+            val = (f"{r.value / 1e9:9.2f} GB/s bus, {r.best_params['latency_s'] * 1e6:.1f} us per call" if r.valid
+                   else "   failed")
+            print(f"  {r.name:22} {val} {r.error or ''}")
+            continue
         unit, scale = ("GB/s", 1e9) if r.kind == "bandwidth" else ("TFLOP/s", 1e12)
         val = f"{r.value / scale:9.1f} {unit}" if r.valid else "   failed"
         extra = r.error or r.note or ""
