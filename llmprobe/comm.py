@@ -31,9 +31,6 @@ class Collectives:
     allgathers: int      # each over rows x vocab logits
     sends: int           # pipeline-stage boundaries, each tokens x hidden
 
-    def to_dict(self) -> dict[str, int]:
-        return {"allreduces": self.allreduces, "allgathers": self.allgathers, "sends": self.sends}
-
 
 def collectives(model: ModelSpec, tp: int, pp: int = 1) -> Collectives:
     """What vLLM's tensor-parallel layers issue in one step (module docstring), dense or MoE alike."""
