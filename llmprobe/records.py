@@ -128,6 +128,18 @@ def _need(cond: bool, where: str, what: str) -> None:
         raise RecordError(f"{where}: {what}")
 
 
+def _as_dict(obj: Any) -> dict[str, Any]:
+    """A record dataclass's fields, in order (nested records are converted by the caller)."""
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+
+def _known(cls: Any, d: dict[str, Any], nested: tuple[str, ...]) -> dict[str, Any]:
+    """The keys of ``d`` that are fields of ``cls``, less the nested ones the caller builds itself
+    (a key this version does not know is not kept: the schema version says what a record holds)."""
+    names = {f.name for f in fields(cls)} - set(nested)
+    return {k: v for k, v in d.items() if k in names}
+
+
 def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -182,7 +194,7 @@ class Step:
         return [(r.new, r.cached) for r in self.seqs]
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d = _as_dict(self)
         d["seqs"] = [r.to_list() for r in self.seqs]
         return d
 
@@ -194,8 +206,7 @@ class Step:
         _need(all(_num(d[k]) for k in ("t_start_s", "t_end_s", "host_ms")), where, "step times must be numbers")
         _need(d.get("device_ms") is None or _num(d["device_ms"]), where, "device_ms must be a number or null")
         _need(isinstance(d["seqs"], list), where, "seqs must be a list")
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known and k != "seqs"},
+        return cls(**_known(cls, d, ("seqs",)),
                    seqs=[SeqRow.from_list(r, where) for r in d["seqs"]])
 
 
@@ -239,7 +250,7 @@ class ScenarioResult:
     problems: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d = _as_dict(self)
         d["runs"] = [r.to_dict() for r in self.runs]
         d["warmup_runs"] = [r.to_dict() for r in self.warmup_runs]
         return d
@@ -251,8 +262,7 @@ class ScenarioResult:
         missing |= {f"summary.{k}" for k in METRICS if "median" not in ((d.get("summary") or {}).get(k) or {})}
         _need(not missing, where, f"lacks {', '.join(sorted(missing))}")
         _need(isinstance(d["runs"], list), where, "runs must be a list")
-        known = {f.name for f in fields(cls)} - {"runs", "warmup_runs"}
-        return cls(**{k: v for k, v in d.items() if k in known},
+        return cls(**_known(cls, d, ("runs", "warmup_runs")),
                    runs=[Run.from_dict(r, f"{where} run {i}") for i, r in enumerate(d["runs"])],
                    warmup_runs=[Run.from_dict(r, f"{where} warm-up {i}") for i, r in enumerate(d.get("warmup_runs") or [])])
 
@@ -280,7 +290,7 @@ class RunRecord:
         return (self.provenance or {}).get("device") or {}
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d = _as_dict(self)
         d["scenarios"] = [s.to_dict() for s in self.scenarios]
         return d
 
@@ -293,8 +303,7 @@ class RunRecord:
         _need(isinstance(doc.get("config"), dict) and "model" in doc["config"], where,
               "run record has no config (model, backend, ...)")
         _need(isinstance(doc["scenarios"], list), where, "scenarios must be a list")
-        known = {f.name for f in fields(cls)} - {"scenarios"}
-        return cls(**{k: v for k, v in doc.items() if k in known},
+        return cls(**_known(cls, doc, ("scenarios",)),
                    scenarios=[ScenarioResult.from_dict(s, f"{where}: scenario {i}") for i, s in enumerate(doc["scenarios"])])
 
 
