@@ -75,7 +75,7 @@ def fit_phase(xs: list[tuple[float, float]], ys: list[float]) -> PhaseFit:
     rows = [[1.0 / y, m / y, c / y] for (m, c), y in zip(xs, ys)]
     ones = [1.0] * len(ys)
     distinct = len({(round(m, 12), round(c, 12)) for m, c in xs})
-    best = None
+    fits = []
     for k in (3, 2, 1):
         if k >= distinct and k > 1:   # as many terms as distinct points (or more): not identified
             continue
@@ -87,11 +87,15 @@ def fit_phase(xs: list[tuple[float, float]], ys: list[float]) -> PhaseFit:
             for i, v in zip(cols, coef):
                 full[i] = v
             sse = sum((sum(f * x for f, x in zip(full, r)) - 1) ** 2 for r in rows)
-            if best is None or sse < best[0] - 1e-15:
-                best = (sse, full)
-    if best is None:
+            fits.append((sse, cols, full))
+    if not fits:
         raise UserError("the calibration steps admit no fit with non-negative costs")
-    sse, (fixed, a, b) = best
+    # Where the data cannot tell a fixed cost from a floor (a floor that barely varies over the
+    # calibration steps), the floor is preferred: it scales with the model and the card, a constant
+    # does not. Among fits within 1% (relative) of the best residual, one without the fixed term wins.
+    least = min(f[0] for f in fits)
+    close = [f for f in fits if f[0] <= least * 1.01 + 1e-12 * len(ys)]
+    sse, _, (fixed, a, b) = min(close, key=lambda f: (0 in f[1], f[0]))
     return PhaseFit(fixed, a, b, len(ys), (sse / len(ys)) ** 0.5)
 
 
@@ -105,11 +109,12 @@ class Calibration:
     lead_s: float
     gap_s: float
     tail_s: float
+    token_budget: int | None                      # the scheduler's tokens per step (prefill is chunked to it)
     ratio_range: dict[str, tuple[float, float]]   # measured / fitted over the calibration runs, per metric
 
     def parameters(self) -> dict[str, Any]:
         return {"prefill": self.prefill.to_dict(), "decode": self.decode.to_dict(), "lead_s": self.lead_s,
-                "gap_per_decode_step_s": self.gap_s, "tail_s": self.tail_s,
+                "gap_per_decode_step_s": self.gap_s, "tail_s": self.tail_s, "token_budget": self.token_budget,
                 "calibration_spread": {k: list(v) for k, v in self.ratio_range.items()}}
 
 
@@ -138,16 +143,17 @@ def calibrate(records: list[tuple[str, RunRecord]]) -> Calibration:
             leads.append(run.steps[0].t_start_s if run.steps else 0.0)
             tails.append(spans[-1]["tail_s"])
             for (st, cost), sp in zip(priced, spans):
-                if st.phase == "mixed":
-                    continue
-                xs[st.phase].append((cost.memory_s, cost.compute_s))
-                ys[st.phase].append(max(sp["span_s"] - cost.comm_s, 1e-9))
-                if st.phase == "decode":
+                phase = "decode" if st.phase == "decode" else "prefill"   # a mixed step carries a prefill chunk
+                xs[phase].append((cost.memory_s, cost.compute_s))
+                ys[phase].append(max(sp["span_s"] - cost.comm_s, 1e-9))
+                if phase == "decode":
                     gaps.append(sp["gap_s"])
     cal = Calibration(model=f.model, ceilings=first.ceilings, records=[p for p, _ in records],
                       prefill=fit_phase(xs["prefill"], ys["prefill"]), decode=fit_phase(xs["decode"], ys["decode"]),
                       lead_s=statistics.median(leads), gap_s=statistics.median(gaps) if gaps else 0.0,
-                      tail_s=statistics.median(tails), ratio_range={})
+                      tail_s=statistics.median(tails), ratio_range={},
+                      token_budget=min((b for _, r in records if (b := (r.engine or {}).get("max_num_batched_tokens"))),
+                                       default=None))
     ratios: dict[str, list[float]] = {"ttft_s": [], "tpot_s": [], "total_latency_s": [], "tps": []}
     for _, rec in records:
         for sc in rec.scenarios:
@@ -160,15 +166,41 @@ def calibrate(records: list[tuple[str, RunRecord]]) -> Calibration:
     return cal
 
 
+def _prefill_s(cal: Calibration, f: Floors, batch: int, prompt_len: int) -> tuple[float, float]:
+    """The prefill as the scheduler runs it: one step, or chunks of the token budget (each request's
+    first token comes when its own prompt is done). Returns (mean first-token time, last one)."""
+    budget = cal.token_budget
+    if not budget or batch * prompt_len <= budget:
+        pre = prefill_cost(f, batch, prompt_len)
+        t = cal.prefill.step_s(pre.memory_s, pre.compute_s, pre.comm_s)
+        return t, t
+    left = [prompt_len] * batch
+    t, done_at = 0.0, []
+    while any(left):
+        room, seqs = budget, []
+        for i, n in enumerate(left):
+            if n and room:
+                take = min(n, room)
+                seqs.append((take, prompt_len - n))
+                left[i] -= take
+                room -= take
+                if not left[i]:
+                    done_at.append(None)   # filled in below, once this step's time is known
+        c = step_cost(f, seqs)
+        t += cal.prefill.step_s(c.memory_s, c.compute_s, c.comm_s) + (cal.gap_s if t else 0.0)
+        done_at = [t if x is None else x for x in done_at]
+    return sum(done_at) / len(done_at), t
+
+
 def _predict(cal: Calibration, f: Floors, batch: int, prompt_len: int, gen_len: int) -> dict[str, float]:
-    pre = prefill_cost(f, batch, prompt_len)
-    ttft = cal.lead_s + cal.prefill.step_s(pre.memory_s, pre.compute_s, pre.comm_s)
+    first, last = _prefill_s(cal, f, batch, prompt_len)
+    ttft = cal.lead_s + first
     decode = 0.0
     for j in range(1, gen_len):
         d = decode_cost(f, batch, prompt_len + j - 1)
         decode += cal.gap_s + cal.decode.step_s(d.memory_s, d.compute_s, d.comm_s)
     tpot = decode / (gen_len - 1) if gen_len > 1 else 0.0
-    total = ttft + decode
+    total = cal.lead_s + last + decode
     return {"ttft_s": ttft, "tpot_s": tpot, "total_latency_s": total, "tps": batch * gen_len / (total + cal.tail_s)}
 
 
@@ -199,6 +231,9 @@ def predict(cal: Calibration, batch: int, prompt_len: int, gen_len: int, ceiling
                            + (f" at TP {tp}" if tp > 1 else "") + "; the per-step host cost is unchanged")
     if target.name != cal.model.name:
         assumptions.append(f"{target.name} runs its kernels as efficiently as {cal.model.name} (same family)")
+    elif target.num_layers != cal.model.num_layers:
+        assumptions.append(f"calibrated on {cal.model.num_layers} of {cal.model.full_num_layers or cal.model.num_layers} "
+                           f"layers; predicted for {target.num_layers}: each layer as efficient as those measured")
     return {"batch": batch, "prompt_len": prompt_len, "gen_len": gen_len, "gpu": gpu_label or ceil.gpu_id or ceil.name,
             "tp": tp, "model": target.name, "kind": "transferred" if transferred else "calibrated", **point,
             "interval": interval, "assumptions": assumptions,
