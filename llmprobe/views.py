@@ -285,6 +285,18 @@ def print_predictions(preds: list[dict]) -> None:
                 optional=("kind", "TP"), keys=3)
     for a in dict.fromkeys(x for p in preds for x in p["assumptions"]):
         console.print(f"  assumes: {a}")
+    step = p0["calibration"]["parameters"]["step"]
+
+    def term(t, fmt=lambda v: f"{v:.3g}"):
+        return fmt(t["value"]) + (f" ± {fmt(t['stderr'])}" if t["stderr"] == t["stderr"] else "")   # NaN: one run only
+    rows = [[i + 1, term(f["fixed_s"], seconds), term(f["one_token_memory_factor"]), term(f["memory_factor"]),
+             term(f["compute_factor"])] for i, f in enumerate(step["fits"])]
+    res = step["residual_relative"]
+    print_table(f"Step model fitted on {step['steps']} steps", ["fit", "fixed per step", "x memory floor (1 token)",
+                                                              "x memory floor", "x compute floor"], rows,
+                caption=f"step time = fixed + factors x floors (docs/model.md); ± jackknife over runs; residual per step "
+                        f"{res['rms']:.1%} rms, {res['p90_abs']:.1%} p90" + ("; the fits are indistinguishable on the "
+                                                                            "calibration steps" if len(rows) > 1 else ""))
 
 
 def print_models(specs, aliases: dict[str, str]) -> None:
