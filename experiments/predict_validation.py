@@ -6,6 +6,8 @@ generations, and a second model of the family: small-llama cut to 4 of its 8 lay
 each with `llmprobe profile`, and writes the error table.
 
     python experiments/predict_validation.py [--runs 3] [--out docs/measurements/.../predict-validation.md]
+    python experiments/predict_validation.py --leave-one-out RECORD.json   # e.g. a GPU record: each scenario
+                                                                         # predicted from the others
 
 Run it on a quiet machine (on 2 cores a busy neighbour slows vLLM's CPU build several-fold).
 """
@@ -54,10 +56,14 @@ def main() -> None:
     p.add_argument("--out", help="write the markdown table here")
     p.add_argument("--keep", help="keep the run records in this folder (default: a new temporary one)")
     p.add_argument("--reuse", action="store_true", help="evaluate the records already in --keep, measure nothing")
+    p.add_argument("--leave-one-out", metavar="RECORD", help="measure nothing: predict each scenario of RECORD from "
+                   "the others (for records measured elsewhere, e.g. on a GPU)")
     a = p.parse_args()
     from llmprobe.models import resolve_model
     from llmprobe.predict import calibrate, predict
     from llmprobe.records import RunRecord
+    if a.leave_one_out:
+        return leave_one_out(a.leave_one_out, a.out)
     # the floors need this machine's measured ceilings: measured once (or reused), attached to each record
     r = None if a.reuse else subprocess.run([sys.executable, "-m", "llmprobe", "roofline", "--quick", "--json"], capture_output=True,
                        text=True, cwd=ROOT, timeout=600)
@@ -97,7 +103,7 @@ def main() -> None:
              "", "Fitted: " + json.dumps(cal.parameters()), "",
              "| held out | batch | prompt | gen | TTFT pred ms | TTFT meas ms | err | in interval | TPOT pred ms | "
              "TPOT meas ms | err | in interval | TPS pred | TPS meas | err | in interval |",
-             "|---|" + "---|" * 16]
+             "|---|" + "---|" * 15]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     lines += ["", "Median absolute error: " + ", ".join(f"{name} {statistics.median(errors[k]):.1%}" for k, name in METRICS)
               + f"; measured values inside their interval: {sum(inside)} of {len(inside)} ({sum(inside) / len(inside):.0%})."]
@@ -105,6 +111,35 @@ def main() -> None:
     print(text)
     if a.out:
         Path(a.out).write_text(text + "\n")
+
+
+def leave_one_out(path: str, out: str | None) -> None:
+    from llmprobe.predict import calibrate, predict
+    from llmprobe.records import RunRecord
+    doc = json.loads(Path(path).read_text())
+    env = doc["provenance"]
+    lines = [f"Leave one scenario out of `{path}` ({doc['config']['model']}, {doc['config']['layers']} of "
+             f"{doc['config']['full_layers']} layers, backend {doc['config']['backend']}; {env['device'].get('name')}; "
+             f"{env['created_utc']}): each scenario predicted from a calibration on the others.", "",
+             "| predicted | from | TTFT pred ms | meas ms | err | in | TPOT pred ms | meas ms | err | in | TPS pred | meas | err | in |",
+             "|---|---|" + "---|" * 12]
+    for i, sc in enumerate(doc["scenarios"]):
+        rest = dict(doc, scenarios=[s for j, s in enumerate(doc["scenarios"]) if j != i])
+        if not rest["scenarios"]:
+            continue
+        pred = predict(calibrate([("rest", RunRecord.from_dict(rest))]), sc["batch"], sc["prompt_len"], sc["gen_len"])
+        cells = [f"b{sc['batch']} p{sc['prompt_len']} g{sc['gen_len']}",
+                 ", ".join(f"b{s['batch']} p{s['prompt_len']} g{s['gen_len']}" for s in rest["scenarios"])]
+        for key, _ in METRICS:
+            meas, est = sc["summary"][key]["median"], pred[key]
+            lo, hi = pred["interval"][key]
+            unit = 1e3 if key != "tps" else 1
+            cells += [f"{est * unit:.1f}", f"{meas * unit:.1f}", f"{est / meas - 1:+.1%}", "yes" if lo <= meas <= hi else "no"]
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
 
 
 if __name__ == "__main__":
