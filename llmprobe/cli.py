@@ -196,6 +196,37 @@ def explain(**options) -> None:
     commands.explain(**options)
 
 
+@main.command(short_help="Predict unmeasured scenarios from runs.")
+@click.argument("records", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--batch", default="1,8", callback=_int_list, show_default=True,
+              help="Batch sizes, comma-separated: prompts submitted together (e.g. 1,8).")
+@click.option("--prompt-len", default="256", callback=_int_list, show_default=True,
+              help="Prompt lengths in tokens, comma-separated.")
+@click.option("--gen-len", default="256", callback=_int_list, show_default=True,
+              help="Tokens to generate per prompt, comma-separated.")
+@click.option("--gpu", default=None, help="Predict for this catalog GPU instead (its datasheet ceilings).")
+@click.option("--ceilings", "ceilings_file", type=click.Path(dir_okay=False),
+              help="Predict for the card of this `llmprobe roofline --json` measurement (preferred to --gpu).")
+@click.option("--tp", default=1, show_default=True, type=int, help="Tensor-parallel degree to predict for.")
+@click.option("--model", "model_name", default=None, help="Another model of the same architecture family.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def predict(**options) -> None:
+    """Predict TTFT, TPOT, latency and TPS of scenarios never run, calibrated on measured runs.
+
+    The step times of the records are fitted (fixed cost + memory and compute floors over their
+    efficiencies, per phase); every prediction has an interval. Another card (--gpu/--ceilings) or
+    TP degree is "transferred": the fitted efficiencies applied to its floors, a wider interval, and
+    the assumption said. docs/model.md, "Calibrated prediction".
+
+    \b
+    Examples:
+      llmprobe predict run.json --batch 1,8,32 --prompt-len 256 --gen-len 256
+      llmprobe predict run.json --gpu h100-sxm --tp 2 --json
+    """
+    from . import commands
+    commands.predict(**options)
+
+
 # ---- providers ----------------------------------------------------------------------------------
 
 @main.command(short_help="Tokens/s per dollar and $/Mtok by provider.")

@@ -182,6 +182,35 @@ def explain(*, records: list[str], report_dir: str | None, gpu: str | None, ceil
     views.print_explain(items, files)
 
 
+def predict(*, records: list[str], batch, prompt_len, gen_len, gpu: str | None, ceilings_file: str | None, tp: int,
+            model_name: str | None, as_json: bool) -> None:
+    from .predict import calibrate, predict as predict_one
+    from .records import load_run_record
+    cal = calibrate([(p, load_run_record(p)) for p in records])
+    target, label = None, None
+    if ceilings_file:
+        target = _ceilings_file(ceilings_file)
+    elif gpu:
+        spec = resolve_gpu(gpu)
+        target, label = spec.ceilings(), spec.id
+    model = resolve_model(model_name) if model_name else None
+    preds = [predict_one(cal, b, p, g, ceilings=target, tp=tp, model=model, gpu_label=label)
+             for b in batch for p in prompt_len for g in gen_len]
+    if as_json:
+        return emit_json({"predictions": preds})
+    views.print_predictions(preds)
+
+
+def _ceilings_file(path: str) -> Ceilings:
+    from .microbench.result import ceilings_from_record
+    from .records import load_json
+    doc = load_json(path, "ceilings file")
+    ceil_doc = doc.get("measured") if isinstance(doc, dict) and "measured" in doc else doc
+    if not isinstance(ceil_doc, dict) or "ceilings" not in ceil_doc:
+        raise UserError(f"{path}: not a `llmprobe roofline --json` output with measured ceilings")
+    return ceilings_from_record(ceil_doc)
+
+
 def prices(*, prices_file: str | None, as_json: bool) -> None:
     from .pricing import load_prices
     ps = load_prices(prices_file)
@@ -207,10 +236,16 @@ def compare(*, records: list[str], prices_file: str | None, provider: str | None
             raise UserError("--predict needs --model and --gpus")
         if efficiency is not None and not 0 < efficiency <= 1:
             raise UserError(f"--efficiency must be in (0, 1], got {efficiency}")
-        effs = ([{"batch": b, "efficiency": efficiency, "record": "--efficiency", "ceilings_source": "no"} for b in batches]
-                if efficiency is not None else cmp.efficiency_by_batch(records))
-        rows = cmp.predicted_rows(resolve_model(model_name), gpus, tp, batches, prompt_len, gen_len, dtype,
-                                  price_list, effs, tokens)
+        if efficiency is not None:   # by hand: the roofline ceiling times one efficiency
+            effs = [{"batch": b, "efficiency": efficiency, "record": "--efficiency", "ceilings_source": "no"}
+                    for b in batches]
+            rows = cmp.predicted_rows(resolve_model(model_name), gpus, tp, batches, prompt_len, gen_len, dtype,
+                                      price_list, effs, tokens)
+        elif not records:
+            raise UserError("--predict needs run records to calibrate on, or --efficiency")
+        else:
+            rows = cmp.calibrated_rows(records, resolve_model(model_name), gpus, tp, batches, prompt_len, gen_len,
+                                       price_list, tokens)
     elif not records:
         raise UserError("give run records to compare, or --predict with --model and --gpus")
     else:

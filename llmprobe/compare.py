@@ -103,6 +103,46 @@ def predicted_rows(model: ModelSpec, gpus: Sequence[str], tp_degrees: Sequence[i
     return rows
 
 
+def calibrated_rows(records: Sequence[tuple[str, RunRecord]], model: ModelSpec | None, gpus: Sequence[str],
+                    tp_degrees: Sequence[int], batches: Sequence[int], prompt_len: int, gen_len: int,
+                    prices: list[Price], tokens: float | None = None) -> list[dict[str, Any]]:
+    """Predicted rows from a model calibrated on the records' steps (predict.py), each with its interval."""
+    from .predict import calibrate, predict
+    efficiency_by_batch(records)   # refuses a record that ran faster than its ceiling: its steps explain nothing
+    cal = calibrate(list(records))
+    target = model or cal.model
+    rows = []
+    for gid in gpus:
+        spec = resolve_gpu(gid)
+        for tp in tp_degrees:
+            for b in batches:
+                try:
+                    pred = predict(cal, b, prompt_len, gen_len, ceilings=spec.ceilings(), tp=tp, model=model,
+                                   gpu_label=spec.id)
+                    fits, advice, tps, iv = True, None, pred["tps"], pred["interval"]["tps"]
+                    how = pred["kind"]
+                except UserError as e:
+                    if "does not fit" not in str(e):
+                        raise
+                    s = scenario(Floors.of(target, spec.ceilings(), tp=tp), card_of(spec.ceilings()), b, prompt_len,
+                                 gen_len, advise=True)
+                    fits, advice, tps, iv, how = False, s.fit_advice, None, None, None
+                for price in price_for(prices, None, spec.id) or [None]:
+                    cost = _cost_fields(tps, price, tp, tokens)
+                    rows.append({"kind": "predicted", "model": target.name, "layers_note": None, "gpu": spec.id,
+                                 "tp": tp, "gpus": tp, "provider": price.provider if price else None,
+                                 "provider_ran": None, "batch": b, "prompt_len": prompt_len, "gen_len": gen_len,
+                                 "tps": tps, "tps_interval": iv, "prediction": how, "fits_in_memory": fits,
+                                 "fit_advice": advice, "efficiency": None,
+                                 "efficiency_from": "calibrated on " + ", ".join(p for p, _ in records),
+                                 "usd_per_million_tokens_interval": (
+                                     [usd_per_million_tokens(iv[1], cost["usd_per_hour"]),
+                                      usd_per_million_tokens(iv[0], cost["usd_per_hour"])]
+                                     if iv and cost["usd_per_hour"] else None),
+                                 "record": None, **cost})
+    return rows
+
+
 def cheapest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The lowest $ per million tokens per (model, batch, prompt, gen)."""
     best: dict[tuple, dict[str, Any]] = {}

@@ -159,7 +159,9 @@ def compare_tables(rows: list[dict], tokens: float | None) -> list[Section]:
             by_b = {r["batch"]: r for r in rs if r["provider"] == prov}
             any_r = next(iter(by_b.values()))
             cells = [prov or "(no price)", money(any_r["usd_per_hour"]), any_r.get("price_date") or "-"]
-            cells += [num(by_b[b]["tps"]) if b in by_b else "-" for b in batches]
+            cells += [(num(by_b[b]["tps"]) + (f" ({num(by_b[b]['tps_interval'][0])}–{num(by_b[b]['tps_interval'][1])})"
+                                              if by_b[b].get("tps_interval") else "")) if b in by_b else "-"
+                      for b in batches]
             cells += [money(by_b[b]["tps_per_dollar"]) if b in by_b else "-" for b in batches]
             cells += [money(by_b[b]["usd_per_million_tokens"]) if b in by_b else "-" for b in batches]
             if tokens:
@@ -168,7 +170,8 @@ def compare_tables(rows: list[dict], tokens: float | None) -> list[Section]:
         title = f"{model} on {gpu}" + (f" x{tp} (TP {tp})" if tp > 1 else "") + (" — PREDICTED" if kind == "predicted" else "")
         if kind == "predicted":
             r0 = rs[0]
-            title += f" — {r0['efficiency']:.0%} of the ceiling, from {r0['efficiency_from']}"
+            title += (f" — {r0['prediction']}, {r0['efficiency_from']}" if r0.get("prediction")
+                      else f" — {r0['efficiency']:.0%} of the ceiling, from {r0['efficiency_from']}")
         out.append((title, cols, table_rows))
     return out
 
@@ -265,6 +268,35 @@ def record_sections(record) -> list[Section]:
                      _stat(sm["tps"], num)])
     return [("Configuration", ["setting", "value"], conf),
             ("Measured", ["batch", "prompt", "gen", "TTFT", "TPOT", "latency", "latency p90", "TPS"], rows)]
+
+
+def print_predictions(preds: list[dict]) -> None:
+    rows = []
+    for p in preds:
+        iv = p["interval"]
+        rows.append([p["batch"], p["prompt_len"], p["gen_len"], p["gpu"], p["tp"], p["kind"],
+                     f"{seconds(p['ttft_s'])} ({seconds(iv['ttft_s'][0])}–{seconds(iv['ttft_s'][1])})",
+                     f"{seconds(p['tpot_s'])} ({seconds(iv['tpot_s'][0])}–{seconds(iv['tpot_s'][1])})",
+                     f"{num(p['tps'])} ({num(iv['tps'][0])}–{num(iv['tps'][1])})"])
+    p0 = preds[0]
+    print_table(f"{p0['model']}: predicted", ["batch", "prompt", "gen", "gpu", "TP", "kind", "TTFT", "TPOT", "TPS"], rows,
+                caption=f"calibrated on {', '.join(p0['calibration']['records'])}; (a–b): interval "
+                        "(calibration spread, widened for extrapolation and more for another card)",
+                optional=("kind", "TP"), keys=3)
+    for a in dict.fromkeys(x for p in preds for x in p["assumptions"]):
+        console.print(f"  assumes: {a}")
+    step = p0["calibration"]["parameters"]["step"]
+
+    def term(t, fmt=lambda v: f"{v:.3g}"):
+        return fmt(t["value"]) + (f" ± {fmt(t['stderr'])}" if t["stderr"] == t["stderr"] else "")   # NaN: one run only
+    rows = [[i + 1, term(f["fixed_s"], seconds), term(f["one_token_memory_factor"]), term(f["memory_factor"]),
+             term(f["compute_factor"])] for i, f in enumerate(step["fits"])]
+    res = step["residual_relative"]
+    print_table(f"Step model fitted on {step['steps']} steps", ["fit", "fixed per step", "x memory floor (1 token)",
+                                                              "x memory floor", "x compute floor"], rows,
+                caption=f"step time = fixed + factors x floors (docs/model.md); ± jackknife over runs; residual per step "
+                        f"{res['rms']:.1%} rms, {res['p90_abs']:.1%} p90" + ("; the fits are indistinguishable on the "
+                                                                            "calibration steps" if len(rows) > 1 else ""))
 
 
 def print_models(specs, aliases: dict[str, str]) -> None:

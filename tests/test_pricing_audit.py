@@ -174,4 +174,4 @@ def test_compare_predict_is_labelled_and_scales_with_tp():
     assert tp2["tps"] == pytest.approx(0.5 * tp2["tps_ceiling"]) and tp2["usd_per_hour"] == pytest.approx(2 * 3.29)
     r = subprocess.run([sys.executable, "-m", "llmprobe", "compare", "--predict", "--model", "mixtral", "--gpus", "h100"],
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "efficiency measured on a real run" in r.stderr
+    assert r.returncode == 2 and "needs run records to calibrate on, or --efficiency" in r.stderr

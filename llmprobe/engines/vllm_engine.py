@@ -138,7 +138,8 @@ class VllmEngine(Engine):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "vllm", "version": self.version, "device": self.device, "args": self.engine_args,
-                "ranks": len(self.ranks), "execution": self.execution(), "admission": self.admission_method}
+                "ranks": len(self.ranks), "execution": self.execution(), "admission": self.admission_method,
+                "max_num_batched_tokens": self._token_budget()}
 
     def execution(self) -> dict[str, Any]:
         """What decides what a step's timers bracket (docs/methodology.md): async scheduling lets the

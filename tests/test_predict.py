@@ -1,0 +1,94 @@
+"""Calibrated prediction: the fit, its refusals, and a held-out scenario of the real engine."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from llmprobe.errors import UserError
+from llmprobe.costs import StepCost
+from llmprobe.predict import calibrate, fit_steps, predict
+from llmprobe.records import RunRecord
+
+
+def _cost(tokens, memory_s, compute_s):
+    return StepCost(tokens=tokens, weight_bytes=0, kv_read_bytes=0, kv_write_bytes=0, linear_flops=0, attention_flops=0,
+                    comm_bytes=0, memory_s=memory_s, compute_s=compute_s, comm_s=0.0)
+
+
+def test_fit_recovers_known_costs():
+    costs = [_cost(t, m, c) for t in (1, 8) for m in (0.01, 0.02, 0.05) for c in (0.001, 0.004, 0.02)]
+    times = [0.003 + (2.5 if c.tokens == 1 else 1.25) * c.memory_s + 2.0 * c.compute_s for c in costs]
+    f = fit_steps(costs, times, runs=[i % 3 for i in range(len(costs))])
+    assert len(f.fits) == 1 and f.fits[0] == pytest.approx((0.003, 2.5, 1.25, 2.0), rel=1e-9)
+    assert f.residual_rms == pytest.approx(0, abs=1e-12) and f.stderr[0] == pytest.approx((0, 0, 0, 0), abs=1e-9)
+
+
+def test_terms_the_steps_cannot_separate_give_every_fit_and_a_spanning_interval():
+    # the memory floor never varies: a fixed cost and a memory factor explain the steps equally well
+    costs = [_cost(8, 0.02, c) for c in (0.001, 0.004, 0.02)]
+    f = fit_steps(costs, [0.01 + 0.02 + 2 * c.compute_s for c in costs])
+    assert {(fx > 0, mem > 0) for fx, _, mem, _ in f.fits} == {(True, False), (False, True)}
+    for fixed, _, mem, cmp in f.fits:
+        assert cmp == pytest.approx(2.0) and fixed + mem * 0.02 == pytest.approx(0.03)
+    # same floors: every fit agrees; half the memory floor: they part, by the fixed cost's share
+    assert max(f.step_s(costs[0])) == pytest.approx(min(f.step_s(costs[0])))
+    lo, hi = sorted(f.step_s(_cost(8, 0.01, 0.001)))
+    assert (lo, hi) == pytest.approx((0.015 + 0.002, 0.03 + 0.002))
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """tiny-llama on the real vLLM CPU engine: batch 1 and 4 to calibrate on, batch 8 held out."""
+    pytest.importorskip("vllm")
+    out = tmp_path_factory.mktemp("predict") / "run.json"
+    r = subprocess.run([sys.executable, "-m", "llmprobe", "profile", "--model", "tiny-llama", "--batch", "1,4,8",
+                        "--prompt-len", "32", "--gen-len", "12", "--runs", "3", "--enforce-eager", "--out", str(out),
+                        "--json"], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    held = next(s for s in doc["scenarios"] if s["batch"] == 8)
+    doc["scenarios"] = [s for s in doc["scenarios"] if s["batch"] != 8]
+    return doc, held, out
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_held_out_batch_is_predicted_and_a_batch_blind_model_is_not(tiny_runs):
+    doc, held, _ = tiny_runs
+    cal = calibrate([("calibration", RunRecord.from_dict(doc))])
+    p = predict(cal, 8, 32, 12)
+    measured = held["summary"]["tps"]["median"]
+    assert p["kind"] == "calibrated" and abs(p["tps"] / measured - 1) < 0.35, (p["tps"], measured)
+    lo, hi = p["interval"]["tps"]
+    assert lo < p["tps"] < hi
+    blind = next(s for s in doc["scenarios"] if s["batch"] == 4)["summary"]["tps"]["median"]   # batch ignored
+    assert abs(blind / measured - 1) > 0.35
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_predict_cli_json_and_refusals(tiny_runs, tmp_path):
+    _, _, path = tiny_runs
+    r = subprocess.run([sys.executable, "-m", "llmprobe", "predict", str(path), "--batch", "2,16", "--prompt-len", "64",
+                        "--gen-len", "8", "--json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    preds = json.loads(r.stdout)["predictions"]
+    assert [p["batch"] for p in preds] == [2, 16]
+    for p in preds:
+        assert {"ttft_s", "tpot_s", "total_latency_s", "tps", "interval", "calibration", "kind", "gpu", "tp"} <= p.keys()
+        assert set(p["interval"]) == {"ttft_s", "tpot_s", "tps"} and p["calibration"]["parameters"]["step"]["fits"]
+    r = subprocess.run([sys.executable, "-m", "llmprobe", "predict", str(path), "--model", "tiny-mixtral"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "architecture family" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = subprocess.run([sys.executable, "-m", "llmprobe", "predict", str(path), "--gpu", "h100-sxm", "--json"],
+                       capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert r.returncode == 0 and all(p["kind"] == "transferred" and p["assumptions"]
+                                     for p in json.loads(r.stdout)["predictions"])
+
+
+def test_calibration_needs_one_model_on_one_device():
+    with pytest.raises(UserError, match="at least one"):
+        calibrate([])
