@@ -1,4 +1,5 @@
-"""Every figure llmprobe draws (matplotlib, PNG): roofline, where the time went, per-step time, cost.
+"""Every figure llmprobe draws (matplotlib, PNG): roofline, where the time went, kernel classes, per-step
+time, cost.
 
 Every figure is readable without the text: titled, axes labelled with units, legend present.
 """
@@ -146,6 +147,39 @@ def breakdown_chart(path: str, explained: dict[str, Any]) -> str:
     handles, labels = ax.get_legend_handles_labels()
     uniq = dict(zip(labels, handles))
     ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)
+
+
+_CLASS_COLOURS = {"dense_gemm": "#1f77b4", "lm_head": "#aec7e8", "moe_routing": "#ffbb78", "moe_experts": "#ff7f0e",
+                  "attention": "#2ca02c", "elementwise": "#98df8a", "communication": "#9467bd", "sampling": "#c5b0d5",
+                  "memcpy": "#8c564b", "other": "#7f7f7f", "unattributed": "#d9d9d9"}
+
+
+def kernels_chart(path: str, explained: dict[str, Any]) -> str:
+    """Per scenario and phase, one bar of the traced step's time stacked by kernel class, and under it a
+    thin bar of each class's own floor: how far each class is from what it cannot beat."""
+    from .traces import LABELS
+    plt = _plt()
+    rows = [(f"b{s['batch']} p{s['prompt_len']} g{s['gen_len']} {ph}", s["kernels"][ph])
+            for s in explained["scenarios"] if s.get("kernels") for ph in ("prefill", "decode") if s["kernels"][ph]]
+    fig, ax = plt.subplots(figsize=(12, 1.6 + 0.8 * max(1, len(rows))))
+    for i, (_, classes) in enumerate(rows):
+        left = floor_left = 0.0
+        for r in classes:
+            colour = _CLASS_COLOURS[r["class"]]
+            seen = ax.get_legend_handles_labels()[1]
+            ax.barh(i, r["time_s"] * 1e3, left=left, height=0.5, color=colour,
+                    label=LABELS[r["class"]] if LABELS[r["class"]] not in seen else None)
+            left += r["time_s"] * 1e3
+            if r["floor_s"]:
+                ax.barh(i + 0.38, r["floor_s"] * 1e3, left=floor_left, height=0.16, color=colour, hatch="//",
+                        edgecolor="black", lw=0.3)
+                floor_left += r["floor_s"] * 1e3
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("time per traced step (ms); hatched bar under each: the classes' own floors")
+    ax.set_title(f"Inside the step, by kernel class — {explained['model']} on {explained['device']}")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
 
