@@ -261,9 +261,9 @@ def explain_kernels(trace: dict[str, Any] | None, f) -> dict[str, Any] | None:
         rows = []
         for cls in CLASSES:
             t = times.get(cls, 0.0)
-            have = [c[cls] for c in costs if cls in c]
-            if not t and not have:
+            if not t:   # a class with a floor but no time here (the hf step has no sampler in it): nothing to show
                 continue
+            have = [c[cls] for c in costs if cls in c]
             floor = statistics.fmean(c.floor_s for c in have) if have else None
             nbytes = statistics.fmean(c.bytes for c in have) if have else None
             flops = statistics.fmean(c.flops for c in have) if have else None

@@ -80,3 +80,97 @@ def test_a_file_that_is_not_a_trace_is_one_line(tmp_path):
     p.write_text("{not json")
     with pytest.raises(UserError, match="cannot read trace"):
         load(p)
+
+
+def test_cpu_tables_give_the_names_of_real_traces_their_reviewed_class():
+    doc = json.loads((DATA / "trace_names.json").read_text())
+    for table in ("vllm-cpu", "hf"):
+        wrong = [(n, sc, want, classify(table, n, tuple(sc))) for n, sc, want in doc[table]
+                 if classify(table, n, tuple(sc)) != want]
+        assert not wrong, (table, wrong[:5])
+
+
+# ---- --trace-steps on the real engines ------------------------------------------------------------
+
+# vLLM: batch 32 at prompt 256 so that on 2 cores the operators, not vLLM's per-step Python (~1.5 ms of
+# input preparation and bookkeeping, "unattributed"), make up most of a tiny model's decode step
+RUNS = {("vllm", "tiny-llama"): ["--batch", "32", "--prompt-len", "256"],
+        ("vllm", "tiny-mixtral"): ["--batch", "32", "--prompt-len", "256"],
+        ("hf", "tiny-llama"): ["--batch", "8", "--prompt-len", "64"],
+        ("hf", "tiny-mixtral"): ["--batch", "8", "--prompt-len", "64"]}
+
+
+def _traced(tmp_path_factory, backend, model):
+    import subprocess
+    import sys
+    out = tmp_path_factory.mktemp(f"trace-{backend}-{model}") / "run.json"
+    r = subprocess.run([sys.executable, "-m", "llmprobe", "profile", "--backend", backend, "--model", model,
+                        *RUNS[(backend, model)], "--gen-len", "8", "--runs", "1", "--warmup", "1", "--trace-steps", "4",
+                        "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    e = subprocess.run([sys.executable, "-m", "llmprobe", "explain", str(out), "--json"], capture_output=True,
+                       text=True, timeout=300)
+    assert e.returncode == 0, e.stderr[-3000:]
+    return out, json.loads(out.read_text()), json.loads(e.stdout)
+
+
+@pytest.fixture(scope="module", params=[k for k in RUNS if k[0] == "vllm"], ids=lambda k: "-".join(k))
+def vllm_traced(request, tmp_path_factory):
+    pytest.importorskip("vllm")
+    return request.param, _traced(tmp_path_factory, *request.param)
+
+
+@pytest.fixture(scope="module", params=[k for k in RUNS if k[0] == "hf"], ids=lambda k: "-".join(k))
+def hf_traced(request, tmp_path_factory):
+    pytest.importorskip("transformers")
+    return request.param, _traced(tmp_path_factory, *request.param)
+
+
+def _check(key, traced):
+    path, record, explained = traced
+    (sc,) = record["scenarios"]
+    tr = sc["trace"]
+    assert tr["steps_traced"] == {"prefill": 4, "decode": 4}
+    assert tr["trace_files"] and all((path.parent / f).is_file() for f in tr["trace_files"])
+    assert all(o > 0 for o in tr["overhead"].values())          # traced / untraced step time, measured
+    assert sc["summary"]["tps"]["n"] == 1                        # the traced runs are not in the summary
+    k = explained["scenarios"][0]["kernels"]
+    want = {"attention", "dense_gemm"} | ({"moe_experts"} if "mixtral" in key[1] else set())
+    for ph in ("prefill", "decode"):
+        rows = {r["class"]: r for r in k[ph]}
+        assert want <= rows.keys(), (ph, sorted(rows))
+        assert 0.5 <= k["coverage"][ph] <= 1.0, (ph, k["coverage"][ph])
+        step = k["step_time_s"][ph]
+        assert all(r["time_s"] <= step for r in k[ph]) and sum(r["time_s"] for r in k[ph]) == pytest.approx(step)
+        for c in want:
+            assert rows[c]["floor_s"] > 0 and 0 < rows[c]["efficiency"], (ph, c, rows[c])
+        assert k["headline"][ph]
+    # a batch-blind class floor would not move with the phase: prefill attention has far more FLOPs
+    pre = {r["class"]: r for r in k["prefill"]}["attention"]["floor_s"]
+    dec = {r["class"]: r for r in k["decode"]}["attention"]["floor_s"]
+    assert pre > dec
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_trace_steps_on_vllm_gives_classes_floors_and_coverage(vllm_traced):
+    _check(*vllm_traced)
+
+
+@pytest.mark.slow
+def test_trace_steps_on_hf_gives_classes_floors_and_coverage(hf_traced):
+    _check(*hf_traced)
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_explain_shows_the_classes_and_draws_them(vllm_traced, tmp_path):
+    import subprocess
+    import sys
+    (_, model), (path, _, _) = vllm_traced
+    r = subprocess.run([sys.executable, "-m", "llmprobe", "explain", str(path), "--report", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "COLUMNS": "120"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Inside the decode step" in r.stdout and "attention" in r.stdout
+    assert (tmp_path / "run-kernels.png").stat().st_size > 10_000
+    assert "Inside the prefill step" in (tmp_path / "report.md").read_text()

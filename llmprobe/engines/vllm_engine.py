@@ -86,15 +86,18 @@ class VllmEngine(Engine):
             # scopes on so the trace says which kernels are the logits matmul and which the sampler.
             from vllm.config import ProfilerConfig
             os.environ["VLLM_CUSTOM_SCOPES_FOR_PROFILING"] = "1"
-            kw["profiler_config"] = ProfilerConfig(profiler="torch", torch_profiler_dir=os.path.abspath(opts.trace_dir),
-                                                   torch_profiler_with_stack=False, ignore_frontend=True)
+            profiler = dict(profiler="torch", torch_profiler_dir=os.path.abspath(opts.trace_dir),
+                            torch_profiler_with_stack=False, ignore_frontend=True)
+            kw["profiler_config"] = ProfilerConfig(**profiler)
         if self.device == "cpu":
             # Automatic KV sizing takes ~92% of RAM and a slow warm-up; a fixed budget is enough here.
             kw["kv_cache_memory_bytes"] = opts.extra.get("kv_cache_memory_bytes", 1 << 30)
         else:
             kw["gpu_memory_utilization"] = opts.gpu_memory_utilization
         kw.update({k: v for k, v in opts.extra.items() if k != "kv_cache_memory_bytes"})
-        self.engine_args = {k: v for k, v in kw.items() if k != "model"}
+        self.engine_args = {k: v for k, v in kw.items() if k not in ("model", "profiler_config")}
+        if opts.trace_dir:
+            self.engine_args["profiler_config"] = profiler
         try:
             self.llm = LLM(**kw)
         except Exception as e:  # engine start failures carry vLLM's own reason; keep it to one line
@@ -208,7 +211,7 @@ class VllmEngine(Engine):
         if trace is not None:
             self._guarded("stop_profile", self.llm.stop_profile)   # a no-op where max_iterations already stopped it
             files = sorted(os.path.join(self.opts.trace_dir, f) for f in set(os.listdir(self.opts.trace_dir)) - before
-                           if f.startswith(trace.prefix + "_"))
+                           if f.startswith(trace.prefix + "_") and f.endswith((".json", ".json.gz")))
         steps = merge_ranks(self._rpc("llmprobe_fetch"))
         # Engine-internal request ids carry a suffix: map them back to ours.
         rename = {}
