@@ -69,10 +69,8 @@ def classify(table: str, name: str, scopes: tuple[str, ...] = ()) -> str:
 
 @dataclass
 class TracedStep:
-    """One step as the trace saw it: its annotation, window and the (name, scopes, seconds) inside."""
+    """One step as the trace saw it: its annotation and the (name, enclosing scopes, seconds) inside."""
     annotation: str
-    start_us: float
-    end_us: float
     items: list[tuple[str, tuple[str, ...], float]]
 
     @property
@@ -136,7 +134,7 @@ def steps(events: list[dict[str, Any]]) -> list[TracedStep]:
         return []
     nest = _nest(host)
     pos = {id(e): i for i, e in enumerate(host)}
-    out = [TracedStep(name, spans[0][0], max(b for _, b in spans), []) for name, spans in windows]
+    out = [TracedStep(name, []) for name, _ in windows]
 
     def step_of(ts: float) -> int | None:
         for k, (_, spans) in enumerate(windows):
