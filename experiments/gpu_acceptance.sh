@@ -20,13 +20,14 @@ if has_cuda; then
     # Mixtral at batch 1 only: transformers' batched_mm decode copies each selected expert per token
     # (~70 ms a step at batch 8, 6-7x its floor), which would not fit the 5 minutes.
     models=("llama-2-70b:20:1,8" "mixtral-8x7b:12:1")
-    args=(--prompt-len 256 --gen-len 256 --runs 3 --warmup 1)
-    limits=(150 90 75 40 60)
+    # one traced prefill and decode step per scenario: exercises the hf class table on CUDA kernels
+    args=(--prompt-len 256 --gen-len 256 --runs 3 --warmup 1 --trace-steps 1)
+    limits=(150 120 90 40 60)
 else
     device=cpu
     echo "no CUDA GPU: CPU fallback with tiny models and short runs (these are not GPU figures)" >&2
     models=("tiny-llama:2:1,8" "tiny-mixtral:2:1,8")
-    args=(--prompt-len 32 --gen-len 16 --runs 2 --warmup 1)
+    args=(--prompt-len 32 --gen-len 16 --runs 2 --warmup 1 --trace-steps 1)
     limits=(120 60 60 30 0)
 fi
 

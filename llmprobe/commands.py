@@ -100,7 +100,7 @@ def roofline(*, gpu: str, model_name: str | None, batch, prompt_len, gen_len, dt
 
 
 def profile(*, model_name: str, backend: str, batch, prompt_len, gen_len, runs: int, warmup: int,
-            layers: int | None, provider: str | None, out: str | None, as_json: bool,
+            layers: int | None, provider: str | None, out: str | None, as_json: bool, trace_steps: int = 0,
             distributed_executor_backend: str | None = None, engine_args: tuple[str, ...] = (),
             **engine: Any) -> None:
     """``engine``: the fields of engines.EngineOptions, as the command line gave them."""
@@ -125,7 +125,8 @@ def profile(*, model_name: str, backend: str, batch, prompt_len, gen_len, runs: 
     with progress("llmprobe profile") as say, stdout_to_stderr():
         try:
             record = run_profile(model_name, scenarios, backend=backend, runs=runs, warmup=warmup, layers=layers,
-                                 out=out, progress=say, provider=provider, engine_options=engine_options)
+                                 out=out, progress=say, provider=provider, engine_options=engine_options,
+                                 trace_steps=trace_steps)
         except KeyboardInterrupt:
             err_console.print(f"interrupted: finished scenarios are kept in {out}")
             raise

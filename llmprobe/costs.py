@@ -225,11 +225,68 @@ def step_cost(f: Floors, seqs: Sequence[tuple[int, int]], optimistic: bool = Fal
     A fresh prefill is (prompt_len, 0); a decode step is (1, context so far). Each sequence
     produces one row of logits; each attended KV entry is read once, each new one written once.
     """
-    w = f.model.sliding_window
-    tokens = sum(q for q, _ in seqs)
-    attended = sum(_attended_sum(c, q, w) for q, c in seqs)
-    kv_read = sum(min(c + q, w) if w else c + q for q, c in seqs)
-    return _cost(f, tokens, len(seqs), attended, kv_read, optimistic)
+    return _cost(f, *_work(f.model, seqs), optimistic)
+
+
+def _work(m: ModelSpec, seqs: Sequence[tuple[int, int]]) -> tuple[int, int, float, float]:
+    """(new tokens, logits rows, attended positions, KV entries read) of a step's sequences."""
+    w = m.sliding_window
+    return (sum(q for q, _ in seqs), len(seqs), sum(_attended_sum(c, q, w) for q, c in seqs),
+            sum(min(c + q, w) if w else c + q for q, c in seqs))
+
+
+@dataclass(frozen=True)
+class ClassCost:
+    """One kernel class's share of a step on one rank: its bytes, FLOPs and its own floor."""
+    bytes: float
+    flops: float
+    floor_s: float
+    bound: str                   # "memory" | "compute" | "communication"
+
+
+def class_costs(f: Floors, seqs: Sequence[tuple[int, int]]) -> dict[str, ClassCost]:
+    """Each kernel class's bytes, FLOPs and floor for one step (docs/methodology.md, "Inside the step").
+
+    dense_gemm: attention projections, dense MLPs and shared experts (weights once, 2 FLOPs per
+    weight per token); lm_head: the logits matmul, one row per sequence; moe_experts: the expert
+    weights the step's tokens touch (expected coverage under uniform routing) and top-k experts'
+    FLOPs per token; moe_routing: the router; attention: KV entries read and written, QK and PV
+    FLOPs; elementwise: what the norms, rotary, activation and residual adds must each read and
+    write once per token (activations, unfused); communication: the collectives' alpha-beta time;
+    sampling: reading the logits once (fp32). Copies and "other" have no floor.
+    """
+    c, m = f.costs, f.model
+    tokens, rows, attended, kv_read = _work(m, seqs)
+    wb, ab = nbytes(c.dtype), nbytes(c.activation_dtype)
+    t = c.tp
+    dense = (m.num_layers * m.attention_params_per_layer + m.num_dense_layers * m.dense_mlp_params
+             + m.num_moe_layers * m.shared_expert_params)
+    router = m.num_moe_layers * m.router_params
+
+    def roof(nbytes_: float, flops: float) -> ClassCost:
+        mem, cmp = nbytes_ / f.bw, flops / f.peak
+        return ClassCost(nbytes_, flops, max(mem, cmp), "compute" if cmp > mem else "memory")
+    inter = (m.num_dense_layers * m.intermediate_size
+             + m.num_moe_layers * (m.experts_per_token * m.moe_intermediate_size + m.shared_expert_intermediate_size))
+    per_token_act = (m.num_layers * (4 * m.hidden_size + 6 * m.hidden_size + 2 * (m.q_dim + m.kv_dim) / t)
+                     + 3 * inter / t) * ab   # 2 norms r+w, 2 residual adds 2r+1w, rotary on q and k, SwiGLU 2r+1w
+    out = {
+        "dense_gemm": roof(dense * wb / t, 2 * tokens * dense / t),
+        "lm_head": roof(c.lm_head_bytes, rows * c.lm_head_flops_per_row),
+        "attention": roof((kv_read + tokens) * c.kv_entry_bytes, attended * c.attention_flops_per_position),
+        "elementwise": roof(tokens * per_token_act, 0.0),
+        "sampling": roof(rows * m.vocab_size / t * 4, 0.0),
+    }
+    if m.is_moe:
+        out["moe_experts"] = roof(c.moe_bytes(tokens), 2 * tokens * m.num_moe_layers * m.experts_per_token
+                                  * m.expert_params / t)
+        out["moe_routing"] = roof(router * ab / t, 2 * tokens * router / t)
+    comm = f.comm_s(tokens, rows)
+    if comm:
+        out["communication"] = ClassCost(c.collectives.allreduces * c.allreduce_bytes_per_token * tokens
+                                         + c.collectives.allgathers * c.allgather_bytes_per_row * rows, 0.0, comm,
+                                         "communication")
+    return out
 
 
 def prefill_cost(f: Floors, batch: int, prompt_len: int, optimistic: bool = False) -> StepCost:

@@ -31,6 +31,7 @@ from .costs import Floors, RankCosts, step_cost
 from .memory import card_of
 from .roofline import scenario
 from .timing import relative_spread
+from .traces import explain_kernels
 
 SPREAD_LIMIT = 0.05
 BEATS_FLOOR = 0.98   # a step measured under 98% of its floor: the model or the ceilings are wrong
@@ -243,6 +244,8 @@ def explain_scenario(sc: ScenarioResult, record: RunRecord, inp: Inputs) -> dict
                       "floor's expert bytes (an hf artefact; vLLM's fused MoE reads each touched expert once)"})
     for prob in sc.problems:
         flags.append({"kind": "incomplete", "message": prob})
+    if sc.trace and sc.trace.get("error"):
+        flags.append({"kind": "trace_failed", "message": f"the traced runs failed: {sc.trace['error']}"})
     adm = sc.admission or {}
     if adm.get("split_runs"):
         flags.append({"kind": "batch_split", "message": f"run(s) {adm['split_runs']} did not start as one batch: their "
@@ -269,6 +272,7 @@ def explain_scenario(sc: ScenarioResult, record: RunRecord, inp: Inputs) -> dict
         first = warm[0].wall_s
         out["warmup"] = {"first_warmup_wall_s": first, "measured_mean_wall_s": measured_wall,
                          "excess_s": first - measured_wall}
+    out["kernels"] = explain_kernels(sc.trace, f)
     out["flags"] = flags
     out["explained"] = not beaten
     if beaten:  # a measurement under its floor is flagged, not explained

@@ -1,4 +1,5 @@
-"""Every figure llmprobe draws (matplotlib, PNG): roofline, where the time went, per-step time, cost.
+"""Every figure llmprobe draws (matplotlib, PNG): roofline, where the time went, kernel classes, per-step
+time, cost.
 
 Every figure is readable without the text: titled, axes labelled with units, legend present.
 """
@@ -146,6 +147,46 @@ def breakdown_chart(path: str, explained: dict[str, Any]) -> str:
     handles, labels = ax.get_legend_handles_labels()
     uniq = dict(zip(labels, handles))
     ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)
+
+
+_CLASS_COLOURS = {"dense_gemm": "#1f77b4", "lm_head": "#aec7e8", "moe_routing": "#ffbb78", "moe_experts": "#ff7f0e",
+                  "attention": "#2ca02c", "elementwise": "#98df8a", "communication": "#9467bd", "sampling": "#c5b0d5",
+                  "memcpy": "#8c564b", "other": "#7f7f7f", "unattributed": "#d9d9d9"}
+
+
+def kernels_chart(path: str, explained: dict[str, Any]) -> str:
+    """One panel per phase (their scales differ a hundredfold): per scenario, the traced step's time
+    stacked by kernel class, and under it a thin hatched bar of each class's own floor."""
+    from .traces import LABELS
+    plt = _plt()
+    phases = [ph for ph in ("prefill", "decode") if any(s.get("kernels") and s["kernels"][ph] for s in explained["scenarios"])]
+    per = {ph: [(f"b{s['batch']} p{s['prompt_len']} g{s['gen_len']}", s["kernels"][ph])
+                for s in explained["scenarios"] if s.get("kernels") and s["kernels"][ph]] for ph in phases}
+    fig, axes = plt.subplots(len(phases), 1, squeeze=False,
+                             figsize=(12, 1.2 + sum(0.9 + 0.7 * len(v) for v in per.values())))
+    seen: set[str] = set()
+    for ax, ph in zip(axes[:, 0], phases):
+        for i, (_, classes) in enumerate(per[ph]):
+            left = floor_left = 0.0
+            for r in classes:
+                colour, label = _CLASS_COLOURS[r["class"]], LABELS[r["class"]]
+                ax.barh(i, r["time_s"] * 1e3, left=left, height=0.5, color=colour,
+                        label=label if label not in seen else None)
+                seen.add(label)
+                left += r["time_s"] * 1e3
+                if r["floor_s"]:
+                    ax.barh(i + 0.38, r["floor_s"] * 1e3, left=floor_left, height=0.16, color=colour, hatch="//",
+                            edgecolor="black", lw=0.3)
+                    floor_left += r["floor_s"] * 1e3
+        ax.set_yticks(range(len(per[ph])), [r[0] for r in per[ph]], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(f"{ph} step", fontsize=10)
+        ax.set_xlabel("time per traced step (ms); thin hatched bar: each class's own floor")
+    fig.suptitle(f"Inside the step, by kernel class — {explained['model']} on {explained['device']}")
+    handles = [h for ax in axes[:, 0] for h in ax.get_legend_handles_labels()[0]]
+    labels = [lab for ax in axes[:, 0] for lab in ax.get_legend_handles_labels()[1]]
+    axes[0, 0].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
 

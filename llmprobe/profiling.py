@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -212,8 +213,10 @@ def describe_device(engine_device: str) -> dict[str, Any]:
 def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1), Scenario(8)), backend: str = "vllm",
             runs: int = 5, warmup: int = 1, layers: int | None = None, out: str | None = None,
             progress: Callable[[str], None] | None = None, provider: str | None = None,
-            engine_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Profile ``model`` over ``scenarios`` and return the run record (also written to ``out``)."""
+            engine_options: dict[str, Any] | None = None, trace_steps: int = 0) -> dict[str, Any]:
+    """Profile ``model`` over ``scenarios`` and return the run record (also written to ``out``).
+    ``trace_steps``: that many prefill and decode steps per scenario traced in extra runs (traces.py),
+    their files in ``<out>.traces/``."""
     if runs <= 0 or warmup < 0:
         raise UserError(f"--runs must be positive and --warmup non-negative (got {runs}, {warmup})")
     spec = resolve_model(model) if isinstance(model, str) else model
@@ -221,6 +224,13 @@ def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1)
     if layers:
         spec = spec.with_layers(layers)
     opts = dict(engine_options or {})
+    record_dir = os.path.dirname(os.path.abspath(out)) if out else os.getcwd()
+    if trace_steps:
+        if trace_steps < 0:
+            raise UserError(f"--trace-steps must be non-negative (got {trace_steps})")
+        opts["trace_dir"] = (os.path.splitext(os.path.abspath(out))[0] + ".traces" if out
+                             else tempfile.mkdtemp(prefix="llmprobe-traces-"))
+        os.makedirs(opts["trace_dir"], exist_ok=True)
     eo = EngineOptions(model=spec, model_path=model_path, **opts)
     check_options(backend, eo)
     say = progress or (lambda msg: None)
@@ -249,7 +259,7 @@ def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1)
                        "dtype": eo.dtype, "weight_dtype": weight_dtype, "quantization": eo.quantization,
                        "kv_cache_dtype": eo.kv_cache_dtype, "tp": eo.tp, "pp": eo.pp, "max_model_len": eo.max_model_len,
                        "gpu_memory_utilization": eo.gpu_memory_utilization, "enforce_eager": eo.enforce_eager,
-                       "seed": eo.seed, "temperature": eo.temperature, "provider": provider or detect_provider(),
+                       "seed": eo.seed, "temperature": eo.temperature, "trace_steps": trace_steps, "provider": provider or detect_provider(),
                        "scenarios": [asdict(s) for s in scenarios]},
             "model": spec.summary(), "model_config": spec.config, "engine": engine.describe(), "memory_fit": fit,
             "compute": compute_note(device, weight_dtype),
@@ -276,6 +286,10 @@ def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1)
             summary = summarize_scenario(sc, warm, measured, telemetry, load.result())
             for warning in scenario_warnings(summary):
                 say(f"{tag}: warning: {warning}")
+            if trace_steps:
+                say(f"{tag}: traced runs ({trace_steps} prefill and {trace_steps} decode steps; not measured)")
+                summary["trace"] = _traced(engine, backend, spec, sc, rng, measured, trace_steps, record_dir,
+                                           f"s{si + 1}", say, tag)
             record["scenarios"].append(summary)
             record["engine"] = engine.describe()   # now with what the engine saw while running
             if out:
@@ -298,6 +312,18 @@ def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1)
         if out and record:
             atomic_write_json(out, record)
     return record
+
+
+def _traced(engine, backend: str, spec, sc: Scenario, rng, measured, n: int, record_dir: str, prefix: str, say, tag):
+    """The scenario's traced runs; a failure is recorded and said, and never costs the measured runs."""
+    from .traces import trace_scenario
+    table = "hf" if backend == "hf" else ("vllm-gpu" if engine.device == "cuda" else "vllm-cpu")
+    try:
+        return trace_scenario(lambda spec_: engine.run(_prompts(rng, sc.batch, sc.prompt_len, spec.vocab_size),
+                                                       sc.gen_len, trace=spec_), measured, n, table, record_dir, prefix)
+    except (UserError, OSError, RuntimeError) as e:
+        say(f"{tag}: warning: tracing failed ({e}); the measured runs are kept")
+        return {"error": str(e)}
 
 
 class _Eta:

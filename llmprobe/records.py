@@ -248,6 +248,7 @@ class ScenarioResult:
     host_load: dict[str, Any] | None = None
     admission: dict[str, Any] | None = None
     problems: list[str] = field(default_factory=list)
+    trace: dict[str, Any] | None = None          # profile --trace-steps: traced steps by kernel class (traces.py)
 
     def to_dict(self) -> dict[str, Any]:
         d = _as_dict(self)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .plots import breakdown_chart, roofline_chart, steps_chart
+from .plots import breakdown_chart, kernels_chart, roofline_chart, steps_chart
 from .records import atomic_write_text
 from .tables import html_table, markdown_table
 from .views import explain_sections, record_sections
@@ -45,6 +45,8 @@ def write_report(out_dir: str, items: list[tuple[str, dict[str, Any], dict[str, 
                                           ds.ceilings() if ds else None, dtype=compute, measured_points=points,
                                           measured_on=ex["device"])
         figs["breakdown"] = breakdown_chart(os.path.join(out_dir, f"{stem}-breakdown.png"), ex)
+        if any(sc.get("kernels") for sc in ex["scenarios"]):
+            figs["kernels"] = kernels_chart(os.path.join(out_dir, f"{stem}-kernels.png"), ex)
         figs["steps"] = steps_chart(os.path.join(out_dir, f"{stem}-steps.png"), record, inputs_for(record).floors)
         written += list(figs.values())
         title = f"{ex['model']}" + (f" [{ex['layers_note']}]" if ex.get("layers_note") else "") + f" — {ex['backend']} on {ex['device']}"

@@ -223,10 +223,36 @@ def explain_sections(explained: dict[str, Any]) -> list[Section]:
         if rows:
             secs.append((f"Achieved during steps — {tag}", ["phase", "bandwidth", "of ceiling", "FLOP/s", "of ceiling",
                                                             "FLOP/byte", "timer"], rows))
+        for ph in ("prefill", "decode") if s.get("kernels") else ():
+            if s["kernels"][ph]:
+                secs.append(_kernel_section(s["kernels"], ph, tag))
         if s["flags"]:
             secs.append((f"Flags — {tag}", ["flag", "message"],
                          [[f["kind"].replace("_", " "), f["message"]] for f in s["flags"]]))
     return secs
+
+
+def _kernel_section(k: dict[str, Any], ph: str, tag: str) -> Section:
+    """One phase's traced step by kernel class: time, share, own floor, efficiency, achieved rate."""
+    from .traces import LABELS
+
+    def achieved(r):
+        if r["bound"] == "compute":
+            return si(r["achieved_flops_per_s"], "FLOP/s") if r["achieved_flops_per_s"] else "-"
+        return si(r["achieved_bytes_per_s"], "B/s") if r["achieved_bytes_per_s"] else "-"
+    rows = [[LABELS[r["class"]], seconds(r["time_s"]), f"{r['share']:.1%}",
+             seconds(r["floor_s"]) if r["floor_s"] is not None else "-", efficiency(r["efficiency"]), achieved(r)]
+            for r in k[ph]]
+    moe = [r for r in k[ph] if r["class"].startswith("moe_")]
+    if len(moe) == 2:
+        t = sum(r["time_s"] for r in moe)
+        fl = sum(r["floor_s"] or 0.0 for r in moe)
+        rows.append(["(MoE: routing + experts)", seconds(t), f"{sum(r['share'] for r in moe):.1%}", seconds(fl),
+                     efficiency(fl / t if t else None), "-"])
+    head = k["headline"].get(ph)
+    n = (k.get("steps_traced") or {}).get(ph)
+    return (f"Inside the {ph} step — {tag} ({n} traced steps, {k['coverage'][ph]:.0%} of the step in kernels)"
+            + (f": {head}" if head else ""), ["class", "time / step", "share", "floor", "efficiency", "achieved"], rows)
 
 
 def print_audit(path: str, doc: dict[str, Any]) -> None:

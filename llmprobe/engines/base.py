@@ -37,7 +37,16 @@ class EngineOptions:
     device: str = "auto"              # "auto" | "cuda" | "cpu"
     seed: int = 0
     temperature: float = 0.0          # 0: greedy; > 0: sampled at this temperature, top-p 1, no top-k
+    trace_dir: str | None = None      # where traced runs write their profiler traces (profile --trace-steps)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TraceSpec:
+    """Trace ``steps`` consecutive steps of a run, from step index ``first``; files named after ``prefix``."""
+    first: int
+    steps: int
+    prefix: str
 
 
 def classify(seqs: list[list[Any]]) -> dict[str, Any]:
@@ -73,8 +82,10 @@ class Engine(abc.ABC):
     device: str  # "cuda" | "cpu"
 
     @abc.abstractmethod
-    def run(self, prompts: list[list[int]], gen_len: int) -> dict[str, Any]:
-        """Generate ``gen_len`` tokens for each prompt; return {"wall_s", "steps", "requests", ...}."""
+    def run(self, prompts: list[list[int]], gen_len: int, trace: TraceSpec | None = None) -> dict[str, Any]:
+        """Generate ``gen_len`` tokens for each prompt; return {"wall_s", "steps", "requests", ...}; with
+        ``trace``, under the PyTorch profiler for those steps, plus "trace_files" (the engine needs
+        ``EngineOptions.trace_dir``)."""
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:

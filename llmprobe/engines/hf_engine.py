@@ -13,7 +13,7 @@ from typing import Any
 
 from ..dtypes import torch_name
 from ..errors import MissingDependency, UserError
-from .base import Engine, EngineOptions, admission, classify, request_timing
+from .base import Engine, EngineOptions, TraceSpec, admission, classify, request_timing
 
 
 
@@ -33,6 +33,62 @@ class _Stamps:
 
     def end(self) -> None:
         pass
+
+
+# modules whose calls get a profiler scope in traced steps: what the class table (data/kernel_classes.toml)
+# needs to tell the logits matmul, attention, the MoE router and the experts from other matmuls
+_SCOPED = ("lm_head", "self_attn", "mlp", "block_sparse_moe", "experts", "gate", "router")
+
+
+class _Tracer:
+    """The PyTorch profiler over steps [first, first + steps) of one generate() call, each step in an
+    ``llmprobe::step`` scope and each module of interest in ``llmprobe::module <path>``."""
+
+    def __init__(self, torch, model, spec: TraceSpec, path: str, cuda: bool):
+        from torch.profiler import ProfilerActivity, profile, record_function
+        self.spec, self.path, self.record_function = spec, path, record_function
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        self.prof = profile(activities=acts)
+        self.open: list[Any] = []
+        self.active = False
+        self.hooks = []
+        for name, mod in model.named_modules():
+            if name.rsplit(".", 1)[-1] in _SCOPED:
+                self.hooks += [mod.register_forward_pre_hook(self._enter_scope(f"llmprobe::module {name}")),
+                               mod.register_forward_hook(lambda *a: self._exit_scope())]
+
+    def _enter_scope(self, name):
+        def pre(*_):
+            if self.active:
+                rf = self.record_function(name)
+                rf.__enter__()
+                self.open.append(rf)
+        return pre
+
+    def _exit_scope(self):
+        if self.active and self.open:
+            self.open.pop().__exit__(None, None, None)
+
+    def before_step(self, k: int) -> None:
+        if k == self.spec.first:
+            self.prof.start()
+        self.active = self.spec.first <= k < self.spec.first + self.spec.steps
+        if self.active:
+            rf = self.record_function("llmprobe::step")
+            rf.__enter__()
+            self.open.append(rf)
+
+    def after_step(self, k: int) -> None:
+        if self.active:
+            self._exit_scope()
+            self.active = False
+        if k == self.spec.first + self.spec.steps - 1:
+            self.prof.stop()
+            self.prof.export_chrome_trace(self.path)
+
+    def close(self) -> None:
+        for h in self.hooks:
+            h.remove()
 
 
 class HfEngine(Engine):
@@ -71,6 +127,7 @@ class HfEngine(Engine):
         self.dtype = str(dtype).replace("torch.", "")
         self._steps: list[dict[str, Any]] = []
         self._cached = 0
+        self._tracer: _Tracer | None = None
         self._moe = opts.model.is_moe
         self.experts_seen: dict[str, list[str]] = {}   # phase -> experts implementations that ran
         self._hooks = [self.model.register_forward_pre_hook(self._pre, with_kwargs=True),
@@ -106,6 +163,9 @@ class HfEngine(Engine):
         seqs = [[f"r{i}", new, self._cached, kind] for i in range(batch)]
         t = time.perf_counter()
         gap = (t - self._steps[-1]["_t_end"]) * 1e3 if self._steps else None
+        if self._tracer is not None:
+            self._tracer.before_step(len(self._steps))
+        t = time.perf_counter()
         self._steps.append({"_t_start": t, "gap_ms": gap, "seqs": seqs,
                             "_ev": [self.clock.event(), None] if self.clock else None})
 
@@ -115,18 +175,32 @@ class HfEngine(Engine):
             rec["_ev"][1] = self.clock.event()
         rec["_t_end"] = time.perf_counter()
         self._cached += rec["seqs"][0][1]
+        if self._tracer is not None:
+            self._tracer.after_step(len(self._steps) - 1)
 
-    def run(self, prompts: list[list[int]], gen_len: int) -> dict[str, Any]:
+    def run(self, prompts: list[list[int]], gen_len: int, trace: TraceSpec | None = None) -> dict[str, Any]:
         torch = self.torch
         if len({len(p) for p in prompts}) != 1:
             raise UserError("--backend hf batches prompts of one length only")
+        path = None
+        if trace is not None:
+            if not self.opts.trace_dir:
+                raise UserError("a traced run needs an engine built with a trace folder (profile --trace-steps)")
+            import os
+            path = os.path.join(self.opts.trace_dir, f"{trace.prefix}_rank0.pt.trace.json.gz")
+            self._tracer = _Tracer(torch, self.model, trace, path, self.device == "cuda")
         ids = torch.tensor(prompts, device=self.device)
         self._steps, self._cached = [], 0
         stamps = _Stamps()
         with torch.inference_mode():
             stamps.t0 = t0 = time.perf_counter()
-            out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=gen_len,
-                                      min_new_tokens=gen_len, streamer=stamps, **self.generation_kwargs())
+            try:
+                out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=gen_len,
+                                          min_new_tokens=gen_len, streamer=stamps, **self.generation_kwargs())
+            finally:
+                if self._tracer is not None:
+                    self._tracer.close()
+                    self._tracer = None
             wall = time.perf_counter() - t0
         if self.clock:
             self.clock.synchronize()
@@ -141,8 +215,11 @@ class HfEngine(Engine):
         requests = [request_timing(f"r{i}", len(p), stamps.times) for i, p in enumerate(prompts)]
         for r, row in zip(requests, out[:, ids.shape[1]:].tolist()):
             r["output_ids"] = row
-        return {"wall_s": wall, "steps": steps, "requests": requests,
-                "admission": admission(steps, len(prompts), "one generate() call", None)}
+        result = {"wall_s": wall, "steps": steps, "requests": requests,
+                  "admission": admission(steps, len(prompts), "one generate() call", None)}
+        if path is not None:
+            result["trace_files"] = [path]
+        return result
 
     def close(self) -> None:
         for h in getattr(self, "_hooks", []):

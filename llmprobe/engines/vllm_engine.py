@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from ..errors import MissingDependency, UserError
-from .base import Engine, EngineOptions, admission, classify, request_timing
+from .base import Engine, EngineOptions, TraceSpec, admission, classify, request_timing
 from .vllm_hooks import merge_ranks
 
 _EXTENSION = "llmprobe.engines.vllm_hooks.StepTimerExtension"
@@ -81,13 +81,23 @@ class VllmEngine(Engine):
         )
         if opts.quantization:
             kw["quantization"] = opts.quantization
+        if opts.trace_dir:
+            # vLLM's own profiler: started per traced run (start_profile with delay/max iterations), its
+            # scopes on so the trace says which kernels are the logits matmul and which the sampler.
+            from vllm.config import ProfilerConfig
+            os.environ["VLLM_CUSTOM_SCOPES_FOR_PROFILING"] = "1"
+            profiler = dict(profiler="torch", torch_profiler_dir=os.path.abspath(opts.trace_dir),
+                            torch_profiler_with_stack=False, ignore_frontend=True)
+            kw["profiler_config"] = ProfilerConfig(**profiler)
         if self.device == "cpu":
             # Automatic KV sizing takes ~92% of RAM and a slow warm-up; a fixed budget is enough here.
             kw["kv_cache_memory_bytes"] = opts.extra.get("kv_cache_memory_bytes", 1 << 30)
         else:
             kw["gpu_memory_utilization"] = opts.gpu_memory_utilization
         kw.update({k: v for k, v in opts.extra.items() if k != "kv_cache_memory_bytes"})
-        self.engine_args = {k: v for k, v in kw.items() if k != "model"}
+        self.engine_args = {k: v for k, v in kw.items() if k not in ("model", "profiler_config")}
+        if opts.trace_dir:
+            self.engine_args["profiler_config"] = profiler
         try:
             self.llm = LLM(**kw)
         except Exception as e:  # engine start failures carry vLLM's own reason; keep it to one line
@@ -159,7 +169,7 @@ class VllmEngine(Engine):
         else:
             self._rpc("llmprobe_uninstall")
 
-    def run(self, prompts: list[list[int]], gen_len: int) -> dict[str, Any]:
+    def run(self, prompts: list[list[int]], gen_len: int, trace: TraceSpec | None = None) -> dict[str, Any]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
@@ -173,6 +183,13 @@ class VllmEngine(Engine):
         times: dict[str, list[float]] = {i: [] for i in ids}
         tokens: dict[str, list[int]] = {i: [] for i in ids}
         metrics: dict[str, Any] = {}
+
+        if trace is not None:
+            if not self.opts.trace_dir:
+                raise UserError("a traced run needs an engine built with a trace folder (profile --trace-steps)")
+            before = set(os.listdir(self.opts.trace_dir))
+            # the worker counts a step when it starts: a delay of k+1 starts the profiler on step k
+            self.llm.start_profile(trace.prefix, delay_iterations=trace.first + 1, max_iterations=trace.steps)
 
         def generate() -> tuple[float, float]:
             with self._admit_together():
@@ -190,6 +207,11 @@ class VllmEngine(Engine):
                         metrics[o.request_id] = getattr(o.metrics, "first_token_latency", None)
             return t0, time.perf_counter() - t0
         t0, wall = self._guarded("generate", generate)
+        files = []
+        if trace is not None:
+            self._guarded("stop_profile", self.llm.stop_profile)   # a no-op where max_iterations already stopped it
+            files = sorted(os.path.join(self.opts.trace_dir, f) for f in set(os.listdir(self.opts.trace_dir)) - before
+                           if f.startswith(trace.prefix + "_") and f.endswith((".json", ".json.gz")))
         steps = merge_ranks(self._rpc("llmprobe_fetch"))
         # Engine-internal request ids carry a suffix: map them back to ours.
         rename = {}
@@ -205,8 +227,11 @@ class VllmEngine(Engine):
         for r in requests:
             r["engine_ttft_s"] = metrics.get(r["id"])
             r["output_ids"] = tokens[r["id"]]
-        return {"wall_s": wall, "steps": steps, "requests": requests,
-                "admission": admission(steps, len(prompts), self.admission_method, self._token_budget())}
+        out = {"wall_s": wall, "steps": steps, "requests": requests,
+               "admission": admission(steps, len(prompts), self.admission_method, self._token_budget())}
+        if trace is not None:
+            out["trace_files"] = files
+        return out
 
     def _token_budget(self) -> int | None:
         cfg = getattr(self.llm.llm_engine, "vllm_config", None)

@@ -99,6 +99,10 @@ class StepTimerExtension:
 
     def llmprobe_install(self, device_timers: bool = True) -> int:
         if getattr(self, "_llmprobe_state", None) is None:
+            from torch._C._autograd import _profiler_enabled as profiler_on
+            from torch.profiler import record_function
+
+            from ..traces import SAMPLE_ANNOTATION
             state = _StepState(device_timers)
             execute_model, sample_tokens = self.execute_model, self.sample_tokens
 
@@ -115,7 +119,11 @@ class StepTimerExtension:
 
             def timed_sample_tokens(*args, **kwargs):
                 state.resume()
-                out = sample_tokens(*args, **kwargs)
+                if profiler_on():   # a traced step: vLLM annotates execute_model only, the sampler is ours
+                    with record_function(SAMPLE_ANNOTATION):
+                        out = sample_tokens(*args, **kwargs)
+                else:
+                    out = sample_tokens(*args, **kwargs)
                 state.end()
                 return out
 
