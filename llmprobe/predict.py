@@ -24,10 +24,11 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from .costs import Floors, StepCost, decode_cost, prefill_cost, step_cost
+from .costs import Floors, RankCosts, StepCost, decode_cost, prefill_cost, step_cost
 from .errors import UserError
 from .explain import inputs_for, timeline
 from .hardware import Ceilings
+from .memory import card_of, fits
 from .models import ModelSpec
 from .profiling import run_metrics
 from .records import RunRecord
@@ -104,8 +105,11 @@ def fit_steps(costs: list[StepCost], times: list[float], runs: list[int] | None 
         raise UserError("no measured step to calibrate on")
     one_token = any(c.tokens == 1 for c in costs)
     rows = [[x / t for x in _terms(c, one_token)] for c, t in zip(costs, times)]
-    found = [(sse, cols, coef) for k in range(1, len(TERMS) + 1) for cols in itertools.combinations(range(len(TERMS)), k)
-             if (r := _fit_cols(rows, cols)) is not None for sse, coef in [r]]
+    found = []
+    for k in range(1, len(TERMS) + 1):
+        for cols in itertools.combinations(range(len(TERMS)), k):
+            if (fit := _fit_cols(rows, cols)) is not None:
+                found.append((fit[0], cols, fit[1]))
     if not found:
         raise UserError("the calibration steps admit no fit with non-negative costs")
     least = min(f[0] for f in found)
@@ -116,11 +120,11 @@ def fit_steps(costs: list[StepCost], times: list[float], runs: list[int] | None 
         if key not in seen:
             seen.add(key)
             distinct.append((cols, coef))
-    labels = runs if runs is not None else [0] * len(rows)
+    groups = sorted(set(runs or ()))
     stderr = []
-    for cols, coef in distinct:
-        reps = [r[1] for g in sorted(set(labels)) if len(set(labels)) > 2
-                and (r := _fit_cols([row for row, l in zip(rows, labels) if l != g], cols)) is not None]
+    for cols, _ in distinct:   # jackknife: refit the same terms leaving one calibration run out
+        reps = [fit[1] for g in (groups if len(groups) > 2 else ())
+                if (fit := _fit_cols([row for row, run in zip(rows, runs) if run != g], cols)) is not None]
         n = len(reps)
         stderr.append(tuple(math.sqrt((n - 1) / n * sum((rep[i] - statistics.fmean(x[i] for x in reps)) ** 2 for rep in reps))
                             if n > 1 else float("nan") for i in range(len(TERMS))))
@@ -134,6 +138,7 @@ def fit_steps(costs: list[StepCost], times: list[float], runs: list[int] | None 
 class Calibration:
     model: ModelSpec
     ceilings: Ceilings
+    costs: RankCosts                               # formats and TP degree the calibration runs had
     records: list[str]
     fit: StepFit
     lead_s: float
@@ -168,11 +173,11 @@ def calibrate(records: list[tuple[str, RunRecord]]) -> Calibration:
         for st, sp in zip(run.steps, spans):
             cost = step_cost(f, st.work)
             costs.append(cost)
-            times.append(max(sp["span_s"], 1e-9))
+            times.append(max(sp["span_s"] - cost.comm_s, 1e-9))   # step_s adds the collectives' floor back
             labels.append(i)
             if st.phase == "decode":
                 gaps.append(sp["gap_s"])
-    cal = Calibration(model=f.model, ceilings=first.ceilings, records=[p for p, _ in records],
+    cal = Calibration(model=f.model, ceilings=first.ceilings, costs=f.costs, records=[p for p, _ in records],
                       fit=fit_steps(costs, times, labels), lead_s=statistics.median(leads),
                       gap_s=statistics.median(gaps) if gaps else 0.0, tail_s=statistics.median(tails), ratio_range={},
                       token_budget=min((b for _, r in records if (b := (r.engine or {}).get("max_num_batched_tokens"))),
@@ -238,9 +243,9 @@ def predict(cal: Calibration, batch: int, prompt_len: int, gen_len: int, ceiling
         raise UserError(f"calibrated on {cal.model.name} ({cal.model.architecture}); {target.name} is "
                         f"{target.architecture}: predictions stay within one architecture family")
     ceil = ceilings or cal.ceilings
-    transferred = ceilings is not None and ceilings.name != cal.ceilings.name or tp != 1
-    f = Floors.of(target, ceil, tp=tp)
-    from .memory import card_of, fits
+    c = cal.costs
+    transferred = (ceilings is not None and ceilings.name != cal.ceilings.name) or tp != c.tp
+    f = Floors.of(target, ceil, dtype=c.dtype, kv_dtype=c.kv_dtype, tp=tp, activation_dtype=c.activation_dtype)
     if not fits(f.costs, card_of(ceil), batch, prompt_len, gen_len):
         raise UserError(f"{target.name} at batch {batch}, prompt {prompt_len}, gen {gen_len} does not fit on "
                         f"{ceil.name}" + (f" at TP {tp}" if tp > 1 else ""))
@@ -253,8 +258,9 @@ def predict(cal: Calibration, batch: int, prompt_len: int, gen_len: int, ceiling
         interval[key] = [min(per_fit[key]) * min(lo, 1.0) * (1 - margin), max(per_fit[key]) * max(hi, 1.0) * (1 + margin)]
     assumptions = []
     if transferred:
-        assumptions.append(f"the efficiencies measured on {cal.ceilings.name} hold on {ceil.name}"
-                           + (f" at TP {tp}" if tp > 1 else "") + "; the per-step host cost is unchanged")
+        assumptions.append(f"the efficiencies measured on {cal.ceilings.name}" + (f" at TP {c.tp}" if c.tp > 1 else "")
+                           + f" hold on {ceil.name}" + (f" at TP {tp}" if tp > 1 else "")
+                           + "; the per-step host cost is unchanged")
     if target.name != cal.model.name:
         assumptions.append(f"{target.name} runs its kernels as efficiently as {cal.model.name} (same family)")
     if not cal.fit.one_token_fitted and batch == 1:

@@ -66,6 +66,9 @@ def test_held_out_batch_is_predicted_and_a_batch_blind_model_is_not(tiny_runs):
     assert lo < p["tps"] < hi
     blind = next(s for s in doc["scenarios"] if s["batch"] == 4)["summary"]["tps"]["median"]   # batch ignored
     assert abs(blind / measured - 1) > 0.35
+    # the calibration's own TP degree is not another card: a TP-2 record predicts TP 2 as "calibrated"
+    tp2 = calibrate([("tp2", RunRecord.from_dict(dict(doc, config=dict(doc["config"], tp=2))))])
+    assert predict(tp2, 8, 32, 12, tp=2)["kind"] == "calibrated"
 
 
 @pytest.mark.vllm
