@@ -275,7 +275,7 @@ def class_costs(f: Floors, seqs: Sequence[tuple[int, int]]) -> dict[str, ClassCo
         "lm_head": roof(c.lm_head_bytes, rows * c.lm_head_flops_per_row),
         "attention": roof((kv_read + tokens) * c.kv_entry_bytes, attended * c.attention_flops_per_position),
         "elementwise": roof(tokens * per_token_act, 0.0),
-        "sampling": roof(rows * m.vocab_size / t * 4, 0.0),
+        "sampling": roof(rows * m.vocab_size * 4, 0.0),   # the gathered, full-vocabulary logits
     }
     if m.is_moe:
         out["moe_experts"] = roof(c.moe_bytes(tokens), 2 * tokens * m.num_moe_layers * m.experts_per_token
