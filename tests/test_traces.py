@@ -145,7 +145,7 @@ def _check(key, traced):
         for c in want:
             assert rows[c]["floor_s"] > 0 and 0 < rows[c]["efficiency"], (ph, c, rows[c])
         assert k["headline"][ph]
-    # a batch-blind class floor would not move with the phase: prefill attention has far more FLOPs
+    # class floors follow each traced step's own work: a prefill's attention outweighs one decode step's
     pre = {r["class"]: r for r in k["prefill"]}["attention"]["floor_s"]
     dec = {r["class"]: r for r in k["decode"]}["attention"]["floor_s"]
     assert pre > dec

@@ -50,7 +50,7 @@ class _Tracer:
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
         self.prof = profile(activities=acts)
         self.open: list[Any] = []
-        self.active = False
+        self.active = self.started = self.stopped = False
         self.hooks = []
         for name, mod in model.named_modules():
             if name.rsplit(".", 1)[-1] in _SCOPED:
@@ -72,6 +72,7 @@ class _Tracer:
     def before_step(self, k: int) -> None:
         if k == self.spec.first:
             self.prof.start()
+            self.started = True
         self.active = self.spec.first <= k < self.spec.first + self.spec.steps
         if self.active:
             rf = self.record_function("llmprobe::step")
@@ -84,11 +85,14 @@ class _Tracer:
             self.active = False
         if k == self.spec.first + self.spec.steps - 1:
             self.prof.stop()
+            self.stopped = True
             self.prof.export_chrome_trace(self.path)
 
     def close(self) -> None:
         for h in self.hooks:
             h.remove()
+        if self.started and not self.stopped:   # generate() failed mid-trace: leave no profiler running
+            self.prof.stop()
 
 
 class HfEngine(Engine):
