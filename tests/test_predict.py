@@ -41,16 +41,26 @@ def test_terms_the_steps_cannot_separate_give_every_fit_and_a_spanning_interval(
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
-    """tiny-llama on the real vLLM CPU engine: batch 1 and 4 to calibrate on, batch 8 held out."""
+    """tiny-llama on the real vLLM CPU engine: batch 1 and 4 to calibrate on, batch 16 held out.
+
+    Batch 16, not 8: on this VM one record's later scenarios can run 20% slower than its first ones, and batch 8
+    then measures only 1.4x batch 4 (CI once saw 1.48x), too close for a tolerance that must pass the model and
+    fail a batch-blind one; batch 16 measured 2.3-3.0x batch 4 with the model within 23% (3 records).
+
+    A neighbour busy beside the runs slows the scenarios unevenly (one CPU hog put the model 40% off), and the
+    record says so (`host_load.busy`): such a record is measured again, at most twice; the last one is tested."""
     pytest.importorskip("vllm")
     out = tmp_path_factory.mktemp("predict") / "run.json"
-    r = subprocess.run([sys.executable, "-m", "llmprobe", "profile", "--model", "tiny-llama", "--batch", "1,4,8",
-                        "--prompt-len", "32", "--gen-len", "12", "--runs", "3", "--enforce-eager", "--out", str(out),
-                        "--json"], capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-2000:]
-    doc = json.loads(r.stdout)
-    held = next(s for s in doc["scenarios"] if s["batch"] == 8)
-    doc["scenarios"] = [s for s in doc["scenarios"] if s["batch"] != 8]
+    for _ in range(3):
+        r = subprocess.run([sys.executable, "-m", "llmprobe", "profile", "--model", "tiny-llama", "--batch", "1,4,16",
+                            "--prompt-len", "32", "--gen-len", "12", "--runs", "3", "--enforce-eager", "--out", str(out),
+                            "--json"], capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-2000:]
+        doc = json.loads(r.stdout)
+        if not any(s["host_load"].get("busy") for s in doc["scenarios"]):
+            break
+    held = next(s for s in doc["scenarios"] if s["batch"] == 16)
+    doc["scenarios"] = [s for s in doc["scenarios"] if s["batch"] != 16]
     return doc, held, out
 
 
@@ -59,16 +69,16 @@ def tiny_runs(tmp_path_factory):
 def test_held_out_batch_is_predicted_and_a_batch_blind_model_is_not(tiny_runs):
     doc, held, _ = tiny_runs
     cal = calibrate([("calibration", RunRecord.from_dict(doc))])
-    p = predict(cal, 8, 32, 12)
+    p = predict(cal, 16, 32, 12)
     measured = held["summary"]["tps"]["median"]
-    assert p["kind"] == "calibrated" and abs(p["tps"] / measured - 1) < 0.35, (p["tps"], measured)
+    assert p["kind"] == "calibrated" and abs(p["tps"] / measured - 1) < 0.4, (p["tps"], measured, held["host_load"]["reasons"])
     lo, hi = p["interval"]["tps"]
     assert lo < p["tps"] < hi
     blind = next(s for s in doc["scenarios"] if s["batch"] == 4)["summary"]["tps"]["median"]   # batch ignored
-    assert abs(blind / measured - 1) > 0.35
+    assert abs(blind / measured - 1) > 0.4, (blind, measured)
     # the calibration's own TP degree is not another card: a TP-2 record predicts TP 2 as "calibrated"
     tp2 = calibrate([("tp2", RunRecord.from_dict(dict(doc, config=dict(doc["config"], tp=2))))])
-    assert predict(tp2, 8, 32, 12, tp=2)["kind"] == "calibrated"
+    assert predict(tp2, 16, 32, 12, tp=2)["kind"] == "calibrated"
 
 
 @pytest.mark.vllm
