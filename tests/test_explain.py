@@ -121,12 +121,18 @@ def cpu_pipeline(tmp_path_factory):
         r = subprocess.run([sys.executable, "-m", "llmprobe", *args], capture_output=True, text=True, timeout=900, env=env)
         assert r.returncode == 0, r.stderr[-3000:]
         return r
-    cli("roofline", "--quick", "--json")
-    # small-llama: ~1 GB of bf16 weights, twice this machine's 480 MiB LLC, so DRAM bandwidth is the roof
-    cli("profile", "--model", "small-llama", "--batch", "1,4", "--prompt-len", "32", "--gen-len", "8", "--runs", "2",
-        "--enforce-eager", "--out", str(d / "run.json"))
-    r = cli("explain", str(d / "run.json"), "--report", str(d / "report"), "--json")
-    return d, json.loads(r.stdout)
+    # a neighbour busy beside the ceilings or the runs makes steps beat floors measured under a different load;
+    # explain flags it (busy_host) and leaves the scenario unexplained, so such a pipeline is measured again,
+    # at most twice, and the last one is tested
+    for _ in range(3):
+        cli("roofline", "--quick", "--remeasure", "--json")
+        # small-llama: ~1 GB of bf16 weights, twice this machine's 480 MiB LLC, so DRAM bandwidth is the roof
+        cli("profile", "--model", "small-llama", "--batch", "1,4", "--prompt-len", "32", "--gen-len", "8", "--runs", "2",
+            "--enforce-eager", "--out", str(d / "run.json"))
+        doc = json.loads(cli("explain", str(d / "run.json"), "--report", str(d / "report"), "--json").stdout)
+        if not any(f["kind"] == "busy_host" for s in doc["scenarios"] for f in s["flags"]):
+            break
+    return d, doc
 
 
 @pytest.mark.vllm
