@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from llmprobe.records import atomic_write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 MODES = {"in-process": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}, "multiprocess": {}}
 
@@ -186,7 +188,7 @@ def main() -> None:
         table = "\n".join(ablate(a))
         print(table)
         if a.out:
-            Path(a.out).write_text(table + "\n")
+            atomic_write_text(a.out, table + "\n")
         return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -229,7 +231,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if a.out:
-        Path(a.out).write_text(table + "\n")
+        atomic_write_text(a.out, table + "\n")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from llmprobe.records import atomic_write_text  # noqa: E402  (after the path: runs from a bare checkout)
+
 MODEL = "small-llama"
 CALIBRATION = dict(batch="1,4", prompt_len="64", gen_len="16")
 HELD_OUT = [  # (label, profile arguments, layers)
@@ -110,7 +112,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if a.out:
-        Path(a.out).write_text(text + "\n")
+        atomic_write_text(a.out, text + "\n")
 
 
 def leave_one_out(path: str, out: str | None) -> None:
@@ -139,7 +141,7 @@ def leave_one_out(path: str, out: str | None) -> None:
     text = "\n".join(lines)
     print(text)
     if out:
-        Path(out).write_text(text + "\n")
+        atomic_write_text(out, text + "\n")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from llmprobe.records import atomic_write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -75,7 +77,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if a.out:
-        Path(a.out).write_text(text + "\n")
+        atomic_write_text(a.out, text + "\n")
 
 
 if __name__ == "__main__":
