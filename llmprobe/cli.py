@@ -159,6 +159,9 @@ def roofline(**options) -> None:
 @click.option("--trace-steps", default=0, show_default=True, type=click.IntRange(min=0),
               help="After each scenario's measured runs, trace N prefill and N decode steps with the PyTorch "
                    "profiler in extra runs: kernel classes and their floors in `explain` (traces saved beside the record).")
+@click.option("--no-ceilings", "no_ceilings", is_flag=True,
+              help="Where no ceilings are saved for this device, do not measure the quick pass first "
+                   "(`explain` then needs --gpu, --ceilings or a `llmprobe roofline` on this machine).")
 @click.option("--provider", default=None, help="Cloud provider this runs on (else detected from the environment).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Run record path (default: results/<model>-<time>.json).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as one JSON document.")

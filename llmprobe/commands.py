@@ -101,7 +101,7 @@ def roofline(*, gpu: str, model_name: str | None, batch, prompt_len, gen_len, dt
 
 def profile(*, model_name: str, backend: str, batch, prompt_len, gen_len, runs: int, warmup: int,
             layers: int | None, provider: str | None, out: str | None, as_json: bool, trace_steps: int = 0,
-            distributed_executor_backend: str | None = None, engine_args: tuple[str, ...] = (),
+            no_ceilings: bool = False, distributed_executor_backend: str | None = None, engine_args: tuple[str, ...] = (),
             **engine: Any) -> None:
     """``engine``: the fields of engines.EngineOptions, as the command line gave them."""
     from .profiling import profile as run_profile, scenarios_from
@@ -126,7 +126,7 @@ def profile(*, model_name: str, backend: str, batch, prompt_len, gen_len, runs: 
         try:
             record = run_profile(model_name, scenarios, backend=backend, runs=runs, warmup=warmup, layers=layers,
                                  out=out, progress=say, provider=provider, engine_options=engine_options,
-                                 trace_steps=trace_steps)
+                                 trace_steps=trace_steps, measure_ceilings=not no_ceilings)
         except KeyboardInterrupt:
             err_console.print(f"interrupted: finished scenarios are kept in {out}")
             raise

@@ -68,7 +68,7 @@ def ceilings_for(record: RunRecord, gpu: str | None = None, ceilings_file: dict 
     spec = match_device_name(dev.get("name") or "", dev.get("memory_bytes")) if dev.get("kind") == "cuda" else None
     if spec is None:
         raise UserError("the record carries no measured ceilings and its device is not in the GPU catalog: "
-                        "run `llmprobe roofline` on that machine first, or pass --gpu or --ceilings")
+                        "profile it without --no-ceilings, run `llmprobe roofline` on that machine, or pass --gpu or --ceilings")
     return spec.ceilings(), "datasheet"
 
 

@@ -6,7 +6,6 @@ A Ceilings object is the only thing the cost model reads, so a datasheet entry a
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -14,10 +13,7 @@ from typing import Any
 
 from .errors import UserError, unknown_name
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+import tomllib
 
 GIB = 1 << 30
 

@@ -6,7 +6,6 @@ per-GPU price. A user price file (same TOML form) overrides or extends the shipp
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -14,10 +13,7 @@ from pathlib import Path
 from .errors import UserError
 from .hardware import resolve_gpu
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+import tomllib
 
 
 @dataclass(frozen=True)

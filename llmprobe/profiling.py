@@ -213,10 +213,12 @@ def describe_device(engine_device: str) -> dict[str, Any]:
 def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1), Scenario(8)), backend: str = "vllm",
             runs: int = 5, warmup: int = 1, layers: int | None = None, out: str | None = None,
             progress: Callable[[str], None] | None = None, provider: str | None = None,
-            engine_options: dict[str, Any] | None = None, trace_steps: int = 0) -> dict[str, Any]:
+            engine_options: dict[str, Any] | None = None, trace_steps: int = 0,
+            measure_ceilings: bool = True) -> dict[str, Any]:
     """Profile ``model`` over ``scenarios`` and return the run record (also written to ``out``).
     ``trace_steps``: that many prefill and decode steps per scenario traced in extra runs (traces.py),
-    their files in ``<out>.traces/``."""
+    their files in ``<out>.traces/``. The record carries this device's saved ceilings; where none are
+    saved, ``measure_ceilings`` measures a quick pass first (so that `explain` works on any machine)."""
     if runs <= 0 or warmup < 0:
         raise UserError(f"--runs must be positive and --warmup non-negative (got {runs}, {warmup})")
     spec = resolve_model(model) if isinstance(model, str) else model
@@ -244,8 +246,10 @@ def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1)
     if max_len > spec.max_position_embeddings:
         raise UserError(f"prompt + generation length {max_len} exceeds {spec.name}'s {spec.max_position_embeddings} positions")
 
-    device = describe_device(engine_device(backend, eo.device))
+    kind = engine_device(backend, eo.device)
+    device = describe_device(kind)
     fit = preflight(spec, scenarios, device, eo.tp, weight_dtype, kv_dtype, eo.gpu_memory_utilization)
+    ceilings = _ceilings(kind, device, eo.tp, measure_ceilings, say)
     say(f"starting {backend} engine for {spec.name}" + (f" ({spec.layers_note})" if spec.layers_note else ""))
     engine = create_engine(backend, eo)
     record: dict[str, Any] = {}
@@ -263,7 +267,7 @@ def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1)
                        "scenarios": [asdict(s) for s in scenarios]},
             "model": spec.summary(), "model_config": spec.config, "engine": engine.describe(), "memory_fit": fit,
             "compute": compute_note(device, weight_dtype),
-            "ceilings": _saved_ceilings(device), "scenarios": [],
+            "ceilings": ceilings, "scenarios": [],
         }
         rng = random.Random(eo.seed)
         eta = _Eta(scenarios, warmup + runs)
@@ -379,10 +383,12 @@ def _sampler(device: str):
         return None
 
 
-def _saved_ceilings(device: dict[str, Any]) -> dict[str, Any] | None:
-    """Measured ceilings of this very device, if `llmprobe roofline` saved some (explain prefers them)."""
-    try:
+def _ceilings(kind: str, device: dict[str, Any], tp: int, measure: bool, say) -> dict[str, Any] | None:
+    """Measured ceilings of this very device (explain prefers them): saved ones, else measured now unless
+    ``measure`` is off."""
+    if not measure:
         from .microbench.store import load_for_device
-    except ImportError:
-        return None
-    return load_for_device(device)
+        saved = load_for_device(device)
+        return saved if saved is not None and saved.get("ceilings") else None
+    from .microbench import ceilings_for_profile
+    return ceilings_for_profile(kind, tp, say)[0]

@@ -43,13 +43,19 @@ def _collectives(world: int, backend: str, mode: str) -> list[MethodResult]:
                              str(e)) for op in ("all_reduce", "all_gather")]
 
 
+MODES = ("quick", "default", "full")   # coarsest first: a saved measurement serves its own mode and coarser ones
+
+
 def measure(mode: str = "default", methods: tuple[str, ...] | None = None,
-            say: Callable[[str], None] = lambda m: None) -> Measurement:
-    if mode not in ("quick", "default", "full"):
+            say: Callable[[str], None] = lambda m: None, device: str | None = None,
+            collectives: bool = True) -> Measurement:
+    """``device``: "cpu" measures the CPU even where a GPU is present (an engine running on the CPU);
+    ``collectives``: False leaves out the all-reduce/all-gather stage (a one-rank run does not use it)."""
+    if mode not in MODES:
         raise UserError(f"unknown measurement mode {mode!r}")
     t0 = time.perf_counter()
     warnings: list[str] = []
-    if not _has_cuda():
+    if device == "cpu" or not _has_cuda():
         if methods and set(methods) - {"torch"}:
             extra = sorted(set(methods) - {"torch"})
             raise UserError(f"--methods {','.join(extra)} measure a CUDA GPU and this machine has none "
@@ -57,10 +63,11 @@ def measure(mode: str = "default", methods: tuple[str, ...] | None = None,
         say("no CUDA GPU: measuring the CPU instead")
         from . import cpu
         fp = cpu_description()
-        stages = Stages(cpu.plan(mode) + [_collectives_stage(2, "gloo")], say)
+        stages = Stages(cpu.plan(mode) + ([_collectives_stage(2, "gloo")] if collectives else []), say)
         results = cpu.run(mode, stages)
-        stages.next()
-        results += _collectives(2, "gloo", mode)
+        if collectives:
+            stages.next()
+            results += _collectives(2, "gloo", mode)
         return Measurement(device="cpu", fingerprint=fp, methods=results, mode=mode, methodology=CEILINGS_METHODOLOGY,
                            provenance=provenance(fp), warnings=["no CUDA GPU: these are CPU ceilings"],
                            duration_s=time.perf_counter() - t0)
@@ -92,7 +99,7 @@ def measure(mode: str = "default", methods: tuple[str, ...] | None = None,
     import torch
     suite = gpu.suite(mode, wanted)
     steps = suite.steps()
-    n_gpus = torch.cuda.device_count()
+    n_gpus = torch.cuda.device_count() if collectives else 1
     stages = Stages([(label, budget) for label, budget, _ in steps]
                     + ([_collectives_stage(n_gpus, "nccl")] if n_gpus >= 2 else []), say)
     with sampler if sampler is not None else contextlib.nullcontext():
@@ -114,8 +121,8 @@ def measure(mode: str = "default", methods: tuple[str, ...] | None = None,
                        warnings=warnings, duration_s=time.perf_counter() - t0)
 
 
-def current_device() -> dict:
-    if _has_cuda():
+def current_device(device: str | None = None) -> dict:
+    if device != "cpu" and _has_cuda():
         from ..telemetry import describe_cuda
         return describe_cuda()
     return cpu_description()
@@ -147,13 +154,44 @@ def measure_or_load(mode: str = "default", remeasure: bool = False,
     if not remeasure and not methods:
         device = current_device()
         saved = store.load_for_device(device)
-        if saved is not None and (mode == "default" or saved.get("mode") == mode):
+        if saved is not None and _serves(saved, mode):
             say(f"reusing ceilings from {store.path_for(device)}, measured {_age(saved)} ({saved.get('mode')} mode); "
                 "--remeasure to measure again")
             return Measurement.from_dict(saved)
     m = measure(mode, methods, say)
     store.save(m.to_dict())
     return m
+
+
+def _serves(saved: dict, mode: str) -> bool:
+    """A saved measurement stands in for ``mode`` if it was at least as thorough: every method, same or finer."""
+    got = saved.get("mode")
+    return got in MODES and MODES.index(got) >= MODES.index(mode) and not saved.get("partial")
+
+
+def ceilings_for_profile(engine_device: str, tp: int, say: Callable[[str], None]) -> tuple[dict, bool]:
+    """The ceilings a profile records: this device's saved ones (any mode), else a quick pass measured and
+    saved now. Returns (measurement dict, measured now).
+
+    The pass is the quick mode's torch baselines only (no Triton/CuPy compilation), with collectives only
+    where the run has more than one rank, so it adds seconds before the engine starts (10-20 s on a 2-core
+    CPU) and never a compile; it is marked partial, so a later `llmprobe roofline` measures in full.
+    """
+    from . import store
+    import time
+    device = current_device(engine_device)
+    saved = store.load_for_device(device)
+    if saved is not None and saved.get("ceilings"):
+        say(f"ceilings: reusing {store.path_for(device)}, measured {_age(saved)} ({saved.get('mode')} mode)")
+        return saved, False
+    say("ceilings: none saved for this device, measuring a quick pass before the engine starts "
+        "(torch baselines; --no-ceilings skips it)")
+    t0 = time.perf_counter()
+    m = measure("quick", ("torch",), say, device=engine_device, collectives=tp > 1)
+    d = dict(m.to_dict(), partial="torch baselines only (profile's quick pass)")
+    path = store.save(d)
+    say(f"ceilings: measured in {time.perf_counter() - t0:.0f} s, saved to {path} (reused by later runs)")
+    return d, True
 
 
 __all__ = ["Measurement", "MethodResult", "ceilings_from_record", "measure", "measure_or_load"]
