@@ -28,6 +28,8 @@ if has_cuda; then
         echo "the bundle is incomplete: $n piece(s) found in ${dirs[*]} (run experiments/vllm_bundle.sh)" >&2
         exit 2
     fi
+    # first: can this CUPTI attribute CUDA-graph replays in a second profiling session (traced decode steps)?
+    step "CUPTI graph-replay probe" 60 cupti-probe.jsonl -- "$py" -m experiments.cupti_graph_probe "$out/cupti-probe"
     site=/tmp/vllm-site
     step "unpack the vLLM bundle ($n pieces)" 60 unpack.log -- \
         bash -c "rm -rf $site && mkdir -p $site && cat $(echo $chunks) | xz -dc -T0 | tar -C $site -xf - && ls $site"

@@ -152,7 +152,7 @@ def breakdown_chart(path: str, explained: dict[str, Any]) -> str:
 
 _CLASS_COLOURS = {"dense_gemm": "#1f77b4", "lm_head": "#aec7e8", "moe_routing": "#ffbb78", "moe_experts": "#ff7f0e",
                   "attention": "#2ca02c", "elementwise": "#98df8a", "communication": "#9467bd", "sampling": "#c5b0d5",
-                  "memcpy": "#8c564b", "other": "#7f7f7f", "unattributed": "#d9d9d9"}
+                  "memcpy": "#8c564b", "host": "#e377c2", "other": "#7f7f7f", "unattributed": "#d9d9d9"}
 
 
 def kernels_chart(path: str, explained: dict[str, Any]) -> str:

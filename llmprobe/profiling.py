@@ -290,14 +290,16 @@ def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1)
             summary = summarize_scenario(sc, warm, measured, telemetry, load.result())
             for warning in scenario_warnings(summary):
                 say(f"{tag}: warning: {warning}")
+            record["scenarios"].append(summary)
+            record["engine"] = engine.describe()   # now with what the engine saw while running
+            if out:   # written before any traced run: a tracing failure never costs the measured runs
+                atomic_write_json(out, record)
             if trace_steps:
                 say(f"{tag}: traced runs ({trace_steps} prefill and {trace_steps} decode steps; not measured)")
                 summary["trace"] = _traced(engine, backend, spec, sc, rng, measured, trace_steps, record_dir,
                                            f"s{si + 1}", say, tag)
-            record["scenarios"].append(summary)
-            record["engine"] = engine.describe()   # now with what the engine saw while running
-            if out:
-                atomic_write_json(out, record)
+                if out:
+                    atomic_write_json(out, record)
         record["status"] = "complete"
     except KeyboardInterrupt:
         record["status"] = "interrupted"
@@ -324,10 +326,14 @@ def _traced(engine, backend: str, spec, sc: Scenario, rng, measured, n: int, rec
     table = "hf" if backend == "hf" else ("vllm-gpu" if engine.device == "cuda" else "vllm-cpu")
     try:
         return trace_scenario(lambda spec_: engine.run(_prompts(rng, sc.batch, sc.prompt_len, spec.vocab_size),
-                                                       sc.gen_len, trace=spec_), measured, n, table, record_dir, prefix)
-    except (UserError, OSError, RuntimeError) as e:
-        say(f"{tag}: warning: tracing failed ({e}); the measured runs are kept")
-        return {"error": str(e)}
+                                                       sc.gen_len, trace=spec_), measured, n, table, record_dir, prefix,
+                              device=engine.device == "cuda")
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:   # any failure, the engine's own included: recorded, and the measured runs stand
+        msg = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+        say(f"{tag}: warning: tracing failed ({msg}); the measured runs are kept")
+        return {"error": msg}
 
 
 class _Eta:

@@ -1,14 +1,20 @@
 """Inside traced steps: which kernels (GPU) or operators (CPU) a step's time went to, by class.
 
-A traced step is read from a PyTorch profiler trace (Chrome JSON, as vLLM's ``start_profile`` and
-llmprobe's hf backend write them). Its window is the step's own annotation — vLLM's
-``execute_context_…`` around ``execute_model``, plus ``llmprobe::sample_tokens`` that llmprobe's
-worker hooks open around ``sample_tokens``; the hf backend opens ``llmprobe::step``. Time inside:
+A traced step is read from a PyTorch profiler trace (Chrome JSON, written by llmprobe's profiler
+window in vLLM's workers or the hf engine, engines/tracing.py). Its window is the step's own
+annotation — ``llmprobe::step[p=…,d=…]`` around ``execute_model`` (or the hf forward), plus
+``llmprobe::sample_tokens`` around vLLM's ``sample_tokens``; traces written by vLLM's own profiler
+(``execute_context_…``) read the same. Time inside:
 
 - GPU: every kernel, memcpy and memset whose launching host call lies in the window, at its
-  device duration (CUPTI);
+  device duration (CUPTI). A kernel replayed from a CUDA graph must map to a ``cudaGraphLaunch``
+  inside a step (CUPTI before CUDA 13.1 Update 1 gives graph replays wrong correlation ids in every
+  profiling session after the first): otherwise the trace is refused, never misattributed. A GPU
+  trace without device events is refused too, never read as a CPU one.
 - CPU: every operator's *self* time (its duration less its child operators'), on the thread that
-  ran it, so nested ``aten::linear → aten::mm`` is not counted twice.
+  ran it, so nested ``aten::linear → aten::mm`` is not counted twice; and the host's own time (vLLM's
+  Python: input preparation, bookkeeping) as class "host", split by the innermost annotation it ran
+  in — an annotation's duration less everything nested directly in it.
 
 Each is classified by the backend's name table (``data/kernel_classes.toml``): first matching rule
 wins, a rule may require an enclosing scope; what no rule matches is "other", listed by name.
@@ -32,11 +38,14 @@ from typing import Any
 from .errors import UserError
 
 CLASSES = ("dense_gemm", "lm_head", "moe_routing", "moe_experts", "attention", "elementwise", "communication",
-           "sampling", "memcpy", "other")
-BACKEND_TABLES = ("vllm-gpu", "vllm-cpu", "hf")
-STEP_ANNOTATIONS = re.compile(r"^(execute_context_(\d+)\((\d+)\)_generation_(\d+)\((\d+)\)|execute_\d+_context_.*|llmprobe::step)$")
+           "sampling", "memcpy", "host", "other")
+STEP_ANNOTATIONS = re.compile(r"^(execute_context_(\d+)\((\d+)\)_generation_(\d+)\((\d+)\)|execute_\d+_context_.*"
+                              r"|llmprobe::step(\[p=(\d+),d=(\d+)\])?)$")
 SAMPLE_ANNOTATION = "llmprobe::sample_tokens"
 DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+GPU_ONLY_CATS = DEVICE_CATS + ("gpu_user_annotation",)   # the GPU's copy of an annotation is no host window
+HOST_PREFIX = "host: "      # an item of host time, named after the annotation it ran in
+GRAPH_LAUNCH = re.compile(r"GraphLaunch")
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,8 @@ def rules(table: str) -> tuple[Rule, ...]:
 
 
 def classify(table: str, name: str, scopes: tuple[str, ...] = ()) -> str:
+    if name.startswith(HOST_PREFIX):
+        return "host"
     for r in rules(table):
         if r.name.search(name) and (r.scope is None or any(r.scope.search(s) for s in scopes)):
             return r.cls
@@ -69,15 +80,21 @@ def classify(table: str, name: str, scopes: tuple[str, ...] = ()) -> str:
 
 @dataclass
 class TracedStep:
-    """One step as the trace saw it: its annotation and the (name, enclosing scopes, seconds) inside."""
+    """One step as the trace saw it: its annotation, the (name, enclosing scopes, seconds) inside, and how
+    many of its kernels were replayed from CUDA graphs."""
     annotation: str
     items: list[tuple[str, tuple[str, ...], float]]
+    graph_kernels: int = 0
 
     @property
     def tokens(self) -> tuple[int, int] | None:
-        """(prefill tokens, decode tokens) from vLLM's basic annotation, where it has them."""
+        """(prefill tokens, decode tokens) from the step's annotation, where it has them."""
         m = STEP_ANNOTATIONS.match(self.annotation)
-        return (int(m.group(3)), int(m.group(5))) if m and m.group(2) is not None else None
+        if m and m.group(2) is not None:
+            return int(m.group(3)), int(m.group(5))
+        if m and m.group(7) is not None:
+            return int(m.group(7)), int(m.group(8))
+        return None
 
 
 def load(path: str | Path) -> list[dict[str, Any]]:
@@ -118,9 +135,38 @@ def _nest(events: list[dict[str, Any]]) -> dict[int, tuple[float, tuple[str, ...
     return out
 
 
-def steps(events: list[dict[str, Any]]) -> list[TracedStep]:
-    """The traced steps of one trace file, in order, with what ran inside each."""
-    host = [e for e in events if e.get("cat") not in DEVICE_CATS]
+def _host_items(host: list[dict[str, Any]], windows, step_of) -> list[list[tuple[str, tuple[str, ...], float]]]:
+    """Per step: the host's own time in each annotation inside it (its duration less what is nested
+    directly in it), on the thread that opened the step's annotation."""
+    out: list[list[tuple[str, tuple[str, ...], float]]] = [[] for _ in windows]
+    threads = {(m["pid"], m["tid"]) for m in (w[2] for w in windows)}
+    for key in threads:
+        evs = sorted((e for e in host if (e.get("pid"), e.get("tid")) == key and e.get("cat") in ("cpu_op", "user_annotation")),
+                     key=lambda e: (e["ts"], -e.get("dur", 0)))
+        stack: list[dict[str, Any]] = []
+        nested: dict[int, float] = defaultdict(float)
+        for e in evs:
+            while stack and stack[-1]["ts"] + stack[-1].get("dur", 0) <= e["ts"]:
+                stack.pop()
+            if stack:
+                nested[id(stack[-1])] += e.get("dur", 0)
+            stack.append(e)
+        for e in evs:
+            if e.get("cat") != "user_annotation":
+                continue
+            k = step_of(e["ts"])
+            if k is None:
+                continue
+            own = max(e.get("dur", 0) - nested[id(e)], 0.0)
+            name = "llmprobe::step" if STEP_ANNOTATIONS.match(e["name"]) else e["name"]
+            out[k].append((HOST_PREFIX + name, (), own * 1e-6))
+    return out
+
+
+def steps(events: list[dict[str, Any]], device: bool | None = None) -> list[TracedStep]:
+    """The traced steps of one trace file, in order, with what ran inside each. ``device``: True for a
+    trace of a GPU run (refused without device events), False for a CPU one, None to go by its events."""
+    host = [e for e in events if e.get("cat") not in GPU_ONLY_CATS]
     marks = sorted((e for e in host if e.get("cat") == "user_annotation" and STEP_ANNOTATIONS.match(e.get("name", ""))),
                    key=lambda e: e["ts"])
     samples = sorted((e for e in host if e.get("name") == SAMPLE_ANNOTATION), key=lambda e: e["ts"])
@@ -129,28 +175,42 @@ def steps(events: list[dict[str, Any]]) -> list[TracedStep]:
         nxt = marks[k + 1]["ts"] if k + 1 < len(marks) else float("inf")
         spans = [(m["ts"], m["ts"] + m.get("dur", 0))]
         spans += [(s["ts"], s["ts"] + s.get("dur", 0)) for s in samples if spans[0][1] <= s["ts"] < nxt]
-        windows.append((m["name"], spans))
+        windows.append((m["name"], spans, m))
     if not windows:
         return []
     nest = _nest(host)
     pos = {id(e): i for i, e in enumerate(host)}
-    out = [TracedStep(name, []) for name, _ in windows]
+    out = [TracedStep(name, []) for name, _, _ in windows]
 
     def step_of(ts: float) -> int | None:
-        for k, (_, spans) in enumerate(windows):
+        for k, (_, spans, _) in enumerate(windows):
             if any(a <= ts < b for a, b in spans):
                 return k
         return None
-    device = [e for e in events if e.get("cat") in DEVICE_CATS]
-    if device:
+    device_events = [e for e in events if e.get("cat") in DEVICE_CATS]
+    if device and not device_events:
+        raise UserError("the GPU trace holds no device events (kernels, copies): CUPTI recorded nothing, so the "
+                        "steps cannot be split into kernel classes")
+    if device_events:
         launch = {e["args"]["correlation"]: e for e in host
                   if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
-        for d in device:
-            la = launch.get(d.get("args", {}).get("correlation"))
+        stray = 0
+        for d in device_events:
+            args = d.get("args", {})
+            la = launch.get(args.get("correlation"))
             k = step_of(la["ts"]) if la is not None else None
+            if "graph id" in args:
+                if k is None or not GRAPH_LAUNCH.search(la["name"]):
+                    stray += 1
+                    continue
+                out[k].graph_kernels += 1
             if k is not None:
                 scopes = nest[pos[id(la)]][1]
                 out[k].items.append((d["name"], scopes, d.get("dur", 0) * 1e-6))
+        if stray:
+            raise UserError(f"{stray} kernel(s) replayed from CUDA graphs do not map to a cudaGraphLaunch inside a "
+                            "traced step (CUPTI before CUDA 13.1 Update 1 gives graph replays wrong correlation ids "
+                            "after the first profiling session): their time cannot be attributed")
     else:
         for e in host:
             if e.get("cat") != "cpu_op":
@@ -159,6 +219,8 @@ def steps(events: list[dict[str, Any]]) -> list[TracedStep]:
             if k is not None:
                 self_us, scopes = nest[pos[id(e)]]
                 out[k].items.append((e["name"], scopes, self_us * 1e-6))
+        for k, items in enumerate(_host_items(host, windows, step_of)):
+            out[k].items += items
     return out
 
 
@@ -185,11 +247,13 @@ def _phase(step: dict[str, Any]) -> str:
 
 
 def trace_scenario(run: Callable[[Any], dict[str, Any]], measured: list[dict[str, Any]], n: int, table: str,
-                   record_dir: str, tag: str) -> dict[str, Any]:
+                   record_dir: str, tag: str, device: bool = False) -> dict[str, Any]:
     """Extra runs of a scenario under the profiler, after its measured runs: ``n`` prefill steps (the
     prefill of as many runs as needed) and ``n`` consecutive decode steps from the middle of one run's
-    decode, so their context is the run's average. ``run(TraceSpec)`` runs the scenario once, traced.
-    Returns the scenario's "trace" record; nothing here feeds the timing summary."""
+    decode, so their context is the run's average. ``run(TraceSpec)`` runs the scenario once, traced;
+    ``device``: the run is on a GPU (its traces must hold kernels). Returns the scenario's "trace" record;
+    nothing here feeds the timing summary. Traced decode steps of one batch must agree in how many
+    kernels they replayed from CUDA graphs, else the trace is refused (a mis-correlated replay)."""
     from .engines.base import TraceSpec
     steps0 = measured[0]["steps"]
     p = next((k for k, st in enumerate(steps0) if not st["prefill_tokens"]), len(steps0))
@@ -203,12 +267,15 @@ def trace_scenario(run: Callable[[Any], dict[str, Any]], measured: list[dict[str
         plan.append(TraceSpec(p + (d - k) // 2, k, f"{tag}-decode"))
     traced: list[tuple[str, TracedStep]] = []
     files, meta = [], []
+    graph_counts: dict[tuple[str, str], set[int]] = {}
     for spec in plan:
         out = run(spec)
         files += out.get("trace_files", [])
         recorded = out["steps"][spec.first:spec.first + spec.steps]
+        if not out.get("trace_files"):
+            raise UserError(f"the traced run wrote no trace file for steps {spec.first}-{spec.first + spec.steps - 1}")
         for path in out.get("trace_files", []):
-            seen = steps(load(path))
+            seen = steps(load(path), device=device)
             if len(seen) != len(recorded):
                 raise UserError(f"{path}: {len(seen)} traced steps, {len(recorded)} expected (steps {spec.first}-"
                                 f"{spec.first + spec.steps - 1}); the trace and the step records disagree")
@@ -217,10 +284,15 @@ def trace_scenario(run: Callable[[Any], dict[str, Any]], measured: list[dict[str
                     raise UserError(f"{path}: traced step {st.annotation} is not step {rec['index']} "
                                     f"({rec['prefill_tokens']} prefill, {rec['decode_tokens']} decode tokens)")
                 traced.append((_phase(rec), st))
+                graph_counts.setdefault((_phase(rec), path), set()).add(st.graph_kernels)
         for rec in recorded:
             untraced = [_step_s(m["steps"][rec["index"]]) for m in measured if len(m["steps"]) > rec["index"]]
             meta.append({"phase": _phase(rec), "index": rec["index"], "seqs": [[r[1], r[2]] for r in rec["seqs"]],
                          "time_s": _step_s(rec), "untraced_time_s": statistics.median(untraced) if untraced else None})
+    for (ph, path), counts in graph_counts.items():
+        if ph == "decode" and len(counts) > 1:
+            raise UserError(f"{path}: traced decode steps replayed {sorted(counts)} kernels from CUDA graphs; steps of "
+                            "one batch replay the same graph, so the trace mis-attributes graph replays")
     phases = ("prefill", "decode")
     mean = {ph: [m for m in meta if m["phase"] == ph] for ph in phases}
     ranks = max(1, len(traced) // max(1, len(meta)))
@@ -234,7 +306,8 @@ def trace_scenario(run: Callable[[Any], dict[str, Any]], measured: list[dict[str
 
 LABELS = {"dense_gemm": "dense GEMMs", "lm_head": "LM head", "moe_routing": "MoE routing", "moe_experts": "MoE expert GEMMs",
           "attention": "attention", "elementwise": "elementwise", "communication": "communication",
-          "sampling": "sampling", "memcpy": "memory copies", "other": "other (unclassified)",
+          "sampling": "sampling", "memcpy": "memory copies", "host": "host (the engine's Python)",
+          "other": "other (unclassified)",
           "unattributed": "unattributed (host gaps, launches, idle)"}
 
 

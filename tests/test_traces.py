@@ -55,10 +55,75 @@ def test_cpu_self_times_inside_each_step_window(tmp_path):
     st = steps(load(_write(tmp_path, ev)))
     assert [s.tokens for s in st] == [(8, 0), (0, 1)]
     first = {(n, round(t * 1e6)) for n, _, t in st[0].items}
-    assert first == {("aten::linear", 10), ("aten::mm", 40), ("aten::mm", 20), ("aten::argmax", 5)}
+    # the host's own time in each annotation: its duration less what is nested directly in it
+    assert first == {("aten::linear", 10), ("aten::mm", 40), ("aten::mm", 20), ("aten::argmax", 5),
+                     ("host: llmprobe::step", 100 - 50 - 25), ("host: gpu_model_runner: postprocess", 25 - 20),
+                     ("host: llmprobe::sample_tokens", 30 - 5)}
+    assert sum(t for _, _, t in st[0].items) == pytest.approx((100 + 30) * 1e-6)   # the windows, all of them
     logits = next(sc for n, sc, t in st[0].items if round(t * 1e6) == 20)
     assert classify("vllm-cpu", "aten::mm", logits) == "lm_head"
-    assert [(n, round(t * 1e6)) for n, _, t in st[1].items] == [("aten::mm", 30)]
+    assert classify("vllm-cpu", "host: llmprobe::step") == "host"
+    assert [(n, round(t * 1e6)) for n, _, t in st[1].items] == [("aten::mm", 30), ("host: llmprobe::step", 10)]
+
+
+def test_llmprobe_step_annotations_carry_their_token_counts(tmp_path):
+    ev = [_x("llmprobe::step[p=512,d=0]", "user_annotation", 0, 10), _x("llmprobe::step[p=0,d=8]", "user_annotation", 20, 10),
+          _x("llmprobe::step", "user_annotation", 40, 10)]
+    assert [s.tokens for s in steps(load(_write(tmp_path, ev)))] == [(512, 0), (0, 8), None]
+
+
+def _graph_step(t0, corr, kernels, launch="cudaGraphLaunch", graph=True):
+    """A decode step whose forward replays a CUDA graph: one launch, its kernels sharing its correlation id."""
+    ev = [_x("llmprobe::step[p=0,d=8]", "user_annotation", t0, 50), _x(launch, "cuda_runtime", t0 + 5, 3, correlation=corr)]
+    for i in range(kernels):
+        args = {"correlation": corr, **({"graph id": 1, "graph node id": 100 + i} if graph else {})}
+        ev.append({"ph": "X", "name": f"graph_kernel_{i}", "cat": "kernel", "ts": t0 + 10 + 5 * i, "dur": 4, "pid": 0,
+                   "tid": 7, "args": args})
+    return ev
+
+
+def test_a_cuda_graph_replay_goes_to_the_step_that_launched_it(tmp_path):
+    st = steps(load(_write(tmp_path, _graph_step(0, 7, 3))), device=True)
+    assert len(st) == 1 and st[0].graph_kernels == 3
+    assert sorted(n for n, _, _ in st[0].items) == ["graph_kernel_0", "graph_kernel_1", "graph_kernel_2"]
+
+
+def test_graph_kernels_that_map_to_no_graph_launch_are_refused(tmp_path):
+    from llmprobe.errors import UserError
+    # CUPTI < 13.1u1 in a second profiling session: the replayed kernels carry an eager launch's id
+    ev = _graph_step(0, 7, 3, launch="cudaLaunchKernel")
+    with pytest.raises(UserError, match="CUDA graphs"):
+        steps(load(_write(tmp_path, ev)), device=True)
+
+
+def test_the_gpu_copy_of_an_annotation_is_not_a_step(tmp_path):
+    ev = _graph_step(0, 7, 2) + [{"ph": "X", "name": "llmprobe::step[p=0,d=8]", "cat": "gpu_user_annotation", "ts": 9,
+                                  "dur": 12, "pid": 0, "tid": 7, "args": {}}]
+    st = steps(load(_write(tmp_path, ev)), device=True)
+    assert len(st) == 1 and st[0].graph_kernels == 2
+
+
+def test_a_gpu_trace_without_device_events_is_refused_not_read_as_cpu(tmp_path):
+    from llmprobe.errors import UserError
+    ev = [_x("llmprobe::step[p=0,d=8]", "user_annotation", 0, 50), _x("aten::mm", "cpu_op", 5, 30)]
+    with pytest.raises(UserError, match="no device events"):
+        steps(load(_write(tmp_path, ev)), device=True)
+    assert steps(load(_write(tmp_path, ev)), device=False)[0].items      # a CPU trace reads its operators
+
+
+def test_decode_steps_that_replay_different_graph_kernel_counts_are_refused(tmp_path):
+    from llmprobe.engines.base import TraceSpec
+    from llmprobe.errors import UserError
+    from llmprobe.traces import trace_scenario
+    path = _write(tmp_path, _graph_step(0, 7, 3) + _graph_step(100, 8, 2))
+    rec = [{"index": k, "prefill_tokens": 0, "decode_tokens": 8, "seqs": [["r", 1, 20 + k, "d"]] * 8,
+            "host_ms": 1.0, "device_ms": 1.0} for k in range(2)]
+    measured = [{"steps": rec}]
+
+    def run(spec: TraceSpec):
+        return {"steps": rec, "trace_files": [str(path)]}
+    with pytest.raises(UserError, match="replayed \\[2, 3\\] kernels"):
+        trace_scenario(run, measured, 2, "vllm-gpu", str(tmp_path), "s1", device=True)
 
 
 def test_gpu_kernels_go_to_the_step_that_launched_them(tmp_path):
@@ -92,21 +157,23 @@ def test_cpu_tables_give_the_names_of_real_traces_their_reviewed_class():
 
 # ---- --trace-steps on the real engines ------------------------------------------------------------
 
-# vLLM: batch 32 at prompt 256 so that on 2 cores the operators, not vLLM's per-step Python (~1.5 ms of
-# input preparation and bookkeeping, "unattributed"), make up most of a tiny model's decode step
-RUNS = {("vllm", "tiny-llama"): ["--batch", "32", "--prompt-len", "256"],
-        ("vllm", "tiny-mixtral"): ["--batch", "32", "--prompt-len", "256"],
-        ("hf", "tiny-llama"): ["--batch", "8", "--prompt-len", "64"],
-        ("hf", "tiny-mixtral"): ["--batch", "8", "--prompt-len", "64"]}
+# vLLM: batch 32 at prompt 256 (operators make up most of the step) and batch 1 at prompt 64, where a tiny
+# model's decode step is half vLLM's own Python: the host class must account for it
+RUNS = {("vllm", "tiny-llama", "b32"): ["--batch", "32", "--prompt-len", "256"],
+        ("vllm", "tiny-mixtral", "b32"): ["--batch", "32", "--prompt-len", "256"],
+        ("vllm", "tiny-mixtral", "b1"): ["--batch", "1", "--prompt-len", "64"],
+        ("hf", "tiny-llama", "b8"): ["--batch", "8", "--prompt-len", "64"],
+        ("hf", "tiny-mixtral", "b8"): ["--batch", "8", "--prompt-len", "64"]}
 
 
-def _traced(tmp_path_factory, backend, model):
+def _traced(tmp_path_factory, backend, model, label):
     import subprocess
     import sys
-    out = tmp_path_factory.mktemp(f"trace-{backend}-{model}") / "run.json"
+    out = tmp_path_factory.mktemp(f"trace-{backend}-{model}-{label}") / "run.json"
+    runs = "2" if backend == "vllm" else "1"    # the untraced step each traced one is held to: a median of 2
     r = subprocess.run([sys.executable, "-m", "llmprobe", "profile", "--backend", backend, "--model", model,
-                        *RUNS[(backend, model)], "--gen-len", "8", "--runs", "1", "--warmup", "1", "--trace-steps", "4",
-                        "--out", str(out)], capture_output=True, text=True, timeout=900)
+                        *RUNS[(backend, model, label)], "--gen-len", "8", "--runs", runs, "--warmup", "1",
+                        "--trace-steps", "4", "--out", str(out)], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     e = subprocess.run([sys.executable, "-m", "llmprobe", "explain", str(out), "--json"], capture_output=True,
                        text=True, timeout=300)
@@ -130,19 +197,30 @@ def _check(key, traced):
     path, record, explained = traced
     (sc,) = record["scenarios"]
     tr = sc["trace"]
+    assert "error" not in tr, tr.get("error")
     assert tr["steps_traced"] == {"prefill": 4, "decode": 4}
     assert tr["trace_files"] and all((path.parent / f).is_file() for f in tr["trace_files"])
     assert all(o > 0 for o in tr["overhead"].values())          # traced / untraced step time, measured
-    assert sc["summary"]["tps"]["n"] == 1                        # the traced runs are not in the summary
+    # the profiler starts and stops outside the timed steps: its start-up (~1 s the first time in a process on
+    # this VM, measured) is in no step, so every traced step stays within this VM's noise of the untraced step at
+    # the same index (0.93-1.66x seen, the profiler's per-operator cost included; vLLM's start_profile put
+    # 2.5x into the first traced prefill step of tiny-mixtral at batch 1)
+    # (vLLM; the hf engine always started its profiler outside the timers, and its small decode steps pay up
+    # to 1.8x in per-operator cost)
+    if key[0] == "vllm":
+        for st in tr["steps"]:
+            assert st["time_s"] < 2 * st["untraced_time_s"], st
+    assert sc["summary"]["tps"]["n"] == (2 if key[0] == "vllm" else 1)   # the traced runs are not in the summary
     k = explained["scenarios"][0]["kernels"]
-    want = {"attention", "dense_gemm"} | ({"moe_experts"} if "mixtral" in key[1] else set())
+    want = {"attention", "dense_gemm", "host"} | ({"moe_experts"} if "mixtral" in key[1] else set())
     for ph in ("prefill", "decode"):
         rows = {r["class"]: r for r in k[ph]}
         assert want <= rows.keys(), (ph, sorted(rows))
-        assert 0.5 <= k["coverage"][ph] <= 1.0, (ph, k["coverage"][ph])
+        # every part of a CPU step is named: operators by class, the engine's Python as "host"
+        assert 0.9 <= k["coverage"][ph] <= 1.0, (ph, k["coverage"][ph])
         step = k["step_time_s"][ph]
         assert all(r["time_s"] <= step for r in k[ph]) and sum(r["time_s"] for r in k[ph]) == pytest.approx(step)
-        for c in want:
+        for c in want - {"host"}:
             assert rows[c]["floor_s"] > 0 and 0 < rows[c]["efficiency"], (ph, c, rows[c])
         assert k["headline"][ph]
     # class floors follow each traced step's own work: a prefill's attention outweighs one decode step's
@@ -167,7 +245,7 @@ def test_trace_steps_on_hf_gives_classes_floors_and_coverage(hf_traced):
 def test_explain_shows_the_classes_and_draws_them(vllm_traced, tmp_path):
     import subprocess
     import sys
-    (_, model), (path, _, _) = vllm_traced
+    (_, model, _), (path, _, _) = vllm_traced
     r = subprocess.run([sys.executable, "-m", "llmprobe", "explain", str(path), "--report", str(tmp_path)],
                        capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "COLUMNS": "120"})
     assert r.returncode == 0, r.stderr[-2000:]

@@ -14,6 +14,7 @@ from typing import Any
 from ..dtypes import torch_name
 from ..errors import MissingDependency, UserError
 from .base import Engine, EngineOptions, TraceSpec, admission, classify, request_timing
+from .tracing import ProfilerWindow, step_scope
 
 
 
@@ -41,16 +42,13 @@ _SCOPED = ("lm_head", "self_attn", "mlp", "block_sparse_moe", "experts", "gate",
 
 
 class _Tracer:
-    """The PyTorch profiler over steps [first, first + steps) of one generate() call, each step in an
-    ``llmprobe::step`` scope and each module of interest in ``llmprobe::module <path>``."""
+    """Steps [first, first + steps) of one generate() call under the profiler (engines/tracing.py): each step
+    in its ``llmprobe::step[p=…,d=…]`` scope and each module of interest in ``llmprobe::module <path>``."""
 
-    def __init__(self, torch, model, spec: TraceSpec, path: str, cuda: bool):
-        from torch.profiler import ProfilerActivity, profile, record_function
-        self.spec, self.path, self.record_function = spec, path, record_function
-        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-        self.prof = profile(activities=acts)
+    def __init__(self, model, spec: TraceSpec, path: str, cuda: bool):
+        self.window = ProfilerWindow(spec.first, spec.steps, path, cuda)
         self.open: list[Any] = []
-        self.active = self.started = self.stopped = False
+        self.active = False
         self.hooks = []
         for name, mod in model.named_modules():
             if name.rsplit(".", 1)[-1] in _SCOPED:
@@ -60,7 +58,7 @@ class _Tracer:
     def _enter_scope(self, name):
         def pre(*_):
             if self.active:
-                rf = self.record_function(name)
+                rf = self.window.scope(name)
                 rf.__enter__()
                 self.open.append(rf)
         return pre
@@ -69,30 +67,30 @@ class _Tracer:
         if self.active and self.open:
             self.open.pop().__exit__(None, None, None)
 
-    def before_step(self, k: int) -> None:
-        if k == self.spec.first:
-            self.prof.start()
-            self.started = True
-        self.active = self.spec.first <= k < self.spec.first + self.spec.steps
-        if self.active:
-            rf = self.record_function("llmprobe::step")
-            rf.__enter__()
-            self.open.append(rf)
+    def before_step(self, k: int) -> bool:
+        """Before step k's timers start; True if it is traced."""
+        self.active = self.window.before(k)
+        return self.active
 
-    def after_step(self, k: int) -> None:
+    def open_step(self, prefill_tokens: int, decode_tokens: int) -> None:
+        rf = self.window.scope(step_scope(prefill_tokens, decode_tokens))
+        rf.__enter__()
+        self.open.append(rf)
+
+    def close_step(self) -> None:
         if self.active:
             self._exit_scope()
             self.active = False
-        if k == self.spec.first + self.spec.steps - 1:
-            self.prof.stop()
-            self.stopped = True
-            self.prof.export_chrome_trace(self.path)
 
-    def close(self) -> None:
+    def after_step(self, k: int) -> None:
+        """After step k's timers stopped."""
+        self.window.after(k)
+
+    def close(self) -> str | None:
+        """Remove the scopes and write the trace (also after a generate() that failed mid-window)."""
         for h in self.hooks:
             h.remove()
-        if self.started and not self.stopped:   # generate() failed mid-trace: leave no profiler running
-            self.prof.stop()
+        return self.window.finish()
 
 
 class HfEngine(Engine):
@@ -167,20 +165,24 @@ class HfEngine(Engine):
         seqs = [[f"r{i}", new, self._cached, kind] for i in range(batch)]
         t = time.perf_counter()
         gap = (t - self._steps[-1]["_t_end"]) * 1e3 if self._steps else None
-        if self._tracer is not None:
-            self._tracer.before_step(len(self._steps))
+        traced = self._tracer is not None and self._tracer.before_step(len(self._steps))   # profiler starts here
         t = time.perf_counter()
         self._steps.append({"_t_start": t, "gap_ms": gap, "seqs": seqs,
                             "_ev": [self.clock.event(), None] if self.clock else None})
+        if traced:   # the annotation lies inside the timed span, so a step's classes never outweigh its time
+            tokens = batch * new
+            self._tracer.open_step(tokens if kind == "p" else 0, tokens if kind == "d" else 0)
 
     def _post(self, module, args, kwargs, output):
         rec = self._steps[-1]
+        if self._tracer is not None:
+            self._tracer.close_step()
         if rec["_ev"] is not None:
             rec["_ev"][1] = self.clock.event()
         rec["_t_end"] = time.perf_counter()
         self._cached += rec["seqs"][0][1]
         if self._tracer is not None:
-            self._tracer.after_step(len(self._steps) - 1)
+            self._tracer.after_step(len(self._steps) - 1)   # profiler stops here
 
     def run(self, prompts: list[list[int]], gen_len: int, trace: TraceSpec | None = None) -> dict[str, Any]:
         torch = self.torch
@@ -191,8 +193,8 @@ class HfEngine(Engine):
             if not self.opts.trace_dir:
                 raise UserError("a traced run needs an engine built with a trace folder (profile --trace-steps)")
             import os
-            path = os.path.join(self.opts.trace_dir, f"{trace.prefix}_rank0.pt.trace.json.gz")
-            self._tracer = _Tracer(torch, self.model, trace, path, self.device == "cuda")
+            self._tracer = _Tracer(self.model, trace, os.path.join(self.opts.trace_dir, f"{trace.prefix}_rank0.pt.trace.json.gz"),
+                                   self.device == "cuda")
         ids = torch.tensor(prompts, device=self.device)
         self._steps, self._cached = [], 0
         stamps = _Stamps()
@@ -203,7 +205,7 @@ class HfEngine(Engine):
                                           min_new_tokens=gen_len, streamer=stamps, **self.generation_kwargs())
             finally:
                 if self._tracer is not None:
-                    self._tracer.close()
+                    path = self._tracer.close()
                     self._tracer = None
             wall = time.perf_counter() - t0
         if self.clock:
@@ -221,8 +223,8 @@ class HfEngine(Engine):
             r["output_ids"] = row
         result = {"wall_s": wall, "steps": steps, "requests": requests,
                   "admission": admission(steps, len(prompts), "one generate() call", None)}
-        if path is not None:
-            result["trace_files"] = [path]
+        if trace is not None:
+            result["trace_files"] = [path] if path else []
         return result
 
     def close(self) -> None:

@@ -82,22 +82,16 @@ class VllmEngine(Engine):
         if opts.quantization:
             kw["quantization"] = opts.quantization
         if opts.trace_dir:
-            # vLLM's own profiler: started per traced run (start_profile with delay/max iterations), its
-            # scopes on so the trace says which kernels are the logits matmul and which the sampler.
-            from vllm.config import ProfilerConfig
+            # traced runs use llmprobe's own profiler window in the workers (engines/tracing.py says why
+            # not vLLM's start_profile); vLLM's scopes tell the logits matmul and the sampler apart in it
             os.environ["VLLM_CUSTOM_SCOPES_FOR_PROFILING"] = "1"
-            profiler = dict(profiler="torch", torch_profiler_dir=os.path.abspath(opts.trace_dir),
-                            torch_profiler_with_stack=False, ignore_frontend=True)
-            kw["profiler_config"] = ProfilerConfig(**profiler)
         if self.device == "cpu":
             # Automatic KV sizing takes ~92% of RAM and a slow warm-up; a fixed budget is enough here.
             kw["kv_cache_memory_bytes"] = opts.extra.get("kv_cache_memory_bytes", 1 << 30)
         else:
             kw["gpu_memory_utilization"] = opts.gpu_memory_utilization
         kw.update({k: v for k, v in opts.extra.items() if k != "kv_cache_memory_bytes"})
-        self.engine_args = {k: v for k, v in kw.items() if k not in ("model", "profiler_config")}
-        if opts.trace_dir:
-            self.engine_args["profiler_config"] = profiler
+        self.engine_args = {k: v for k, v in kw.items() if k != "model"}
         try:
             self.llm = LLM(**kw)
         except Exception as e:  # engine start failures carry vLLM's own reason; keep it to one line
@@ -187,9 +181,7 @@ class VllmEngine(Engine):
         if trace is not None:
             if not self.opts.trace_dir:
                 raise UserError("a traced run needs an engine built with a trace folder (profile --trace-steps)")
-            before = set(os.listdir(self.opts.trace_dir))
-            # the worker counts a step when it starts: a delay of k+1 starts the profiler on step k
-            self.llm.start_profile(trace.prefix, delay_iterations=trace.first + 1, max_iterations=trace.steps)
+            self._rpc("llmprobe_trace", trace.first, trace.steps, os.path.join(self.opts.trace_dir, trace.prefix))
 
         def generate() -> tuple[float, float]:
             with self._admit_together():
@@ -206,12 +198,14 @@ class VllmEngine(Engine):
                     if o.finished and o.metrics is not None:
                         metrics[o.request_id] = getattr(o.metrics, "first_token_latency", None)
             return t0, time.perf_counter() - t0
-        t0, wall = self._guarded("generate", generate)
-        files = []
-        if trace is not None:
-            self._guarded("stop_profile", self.llm.stop_profile)   # a no-op where max_iterations already stopped it
-            files = sorted(os.path.join(self.opts.trace_dir, f) for f in set(os.listdir(self.opts.trace_dir)) - before
-                           if f.startswith(trace.prefix + "_") and f.endswith((".json", ".json.gz")))
+        try:
+            t0, wall = self._guarded("generate", generate)
+        except BaseException:   # a run that fails inside its traced window leaves no profiler running
+            if trace is not None:
+                with contextlib.suppress(Exception):
+                    self._rpc("llmprobe_trace_finish")
+            raise
+        files = [f for f in self._rpc("llmprobe_trace_finish") if f] if trace is not None else []
         steps = merge_ranks(self._rpc("llmprobe_fetch"))
         # Engine-internal request ids carry a suffix: map them back to ours.
         rename = {}

@@ -9,12 +9,18 @@ multiprocessing and on every tensor-parallel rank.
 On CUDA, events are recorded on the current stream right before ``execute_model`` and right after
 the step's last call; nothing synchronizes inside a step (async scheduling returns before the
 kernels finish), and the events are resolved only in ``llmprobe_fetch``.
+
+Traced runs (``llmprobe_trace`` before the run, ``llmprobe_trace_finish`` after) put a window of steps
+under the PyTorch profiler (engines/tracing.py), started and stopped outside the step timers; each
+traced step is annotated ``llmprobe::step[p=…,d=…]`` and its sampler ``llmprobe::sample_tokens``.
 """
 
 from __future__ import annotations
 
 import time
 from typing import Any
+
+from .tracing import step_scope
 
 
 def _rows(so, prompt_lens: dict[str, int]) -> list[list[Any]]:
@@ -49,16 +55,31 @@ class _StepState:
         self.open: dict[str, Any] | None = None
         self.prompt_lens: dict[str, int] = {}
         self.last_end: float | None = None
+        self.window = None      # tracing.ProfilerWindow of a traced run
+        self.scope = None       # the open step annotation of a traced step
 
     def begin(self, so) -> None:
+        rows = _rows(so, self.prompt_lens)
+        traced = self.window is not None and self.window.before(len(self.steps))   # the profiler starts here
         t = time.perf_counter()
         self.open = {"t_start": t, "gap_ms": None if self.last_end is None else (t - self.last_end) * 1e3,
-                     "seqs": _rows(so, self.prompt_lens), "host_s": 0.0,
+                     "seqs": rows, "host_s": 0.0,
                      "ev": [self.clock.event(), None] if self.clock else None}
         self.open["_t"] = t
+        if traced:   # the annotation lies inside the timed span, so a step's classes never outweigh its time
+            pre = sum(r[1] for r in rows if r[3] == "p")
+            self.scope = self.window.scope(step_scope(pre, sum(r[1] for r in rows) - pre))
+            self.scope.__enter__()
+
+    def _close_scope(self) -> None:
+        """The step annotation spans execute_model only; sample_tokens has its own (the pause between is no step's)."""
+        if self.scope is not None:
+            self.scope.__exit__(None, None, None)
+            self.scope = None
 
     def pause(self) -> None:
         """execute_model returned; the step ends with sample_tokens (or right here if it returned output)."""
+        self._close_scope()
         if self.open is not None:
             self.open["host_s"] += time.perf_counter() - self.open.pop("_t", time.perf_counter())
 
@@ -70,6 +91,7 @@ class _StepState:
         rec, self.open = self.open, None
         if rec is None:
             return
+        self._close_scope()
         t = time.perf_counter()
         if "_t" in rec:
             rec["host_s"] += t - rec.pop("_t")
@@ -77,6 +99,8 @@ class _StepState:
             rec["ev"][1] = self.clock.event()
         rec["t_end"] = self.last_end = t
         self.steps.append(rec)
+        if self.window is not None:
+            self.window.after(len(self.steps) - 1)   # the profiler stops here
 
     def fetch(self) -> list[dict[str, Any]]:
         if self.clock is not None and self.steps:
@@ -137,6 +161,27 @@ class StepTimerExtension:
             self.__dict__.pop(name, None)
         self._llmprobe_state = None
         return self._rank()
+
+    def llmprobe_trace(self, first: int, steps: int, path_prefix: str) -> int:
+        """Trace steps [first, first + steps) of the next run into ``<path_prefix>_rank<r>.pt.trace.json.gz``."""
+        import torch
+
+        from .tracing import ProfilerWindow
+        state = self._llmprobe_state
+        if state.window is not None:
+            state.window.finish()
+        state.window = ProfilerWindow(first, steps, f"{path_prefix}_rank{self._rank()}.pt.trace.json.gz",
+                                      cuda=torch.cuda.is_available())
+        return self._rank()
+
+    def llmprobe_trace_finish(self) -> str | None:
+        """End the traced window (stopping the profiler if the run ended inside it) and write its file."""
+        state = getattr(self, "_llmprobe_state", None)
+        if state is None or state.window is None:
+            return None
+        window, state.window = state.window, None
+        state._close_scope()
+        return window.finish()
 
     def llmprobe_fetch(self) -> list[dict[str, Any]]:
         state = getattr(self, "_llmprobe_state", None)

@@ -43,7 +43,7 @@ def _collectives(world: int, backend: str, mode: str) -> list[MethodResult]:
                              str(e)) for op in ("all_reduce", "all_gather")]
 
 
-MODES = ("quick", "default", "full")   # coarsest first: a saved measurement serves its own mode and coarser ones
+MODES = ("quick", "default", "full")
 
 
 def measure(mode: str = "default", methods: tuple[str, ...] | None = None,
@@ -164,9 +164,8 @@ def measure_or_load(mode: str = "default", remeasure: bool = False,
 
 
 def _serves(saved: dict, mode: str) -> bool:
-    """A saved measurement stands in for ``mode`` if it was at least as thorough: every method, same or finer."""
-    got = saved.get("mode")
-    return got in MODES and MODES.index(got) >= MODES.index(mode) and not saved.get("partial")
+    """A saved measurement serves the default mode, or its own; never the partial pass `profile` measures."""
+    return not saved.get("partial") and (mode == "default" or saved.get("mode") == mode)
 
 
 def ceilings_for_profile(engine_device: str, tp: int, say: Callable[[str], None]) -> tuple[dict, bool]:

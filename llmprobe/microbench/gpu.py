@@ -2,7 +2,8 @@
 
 Methods (each validated against a reference before it is timed; a failed one keeps its error and
 contributes no figure):
-  bandwidth  torch.copy_ (baseline), cupy.{read,write,copy,triad}_v4, triton.{read,write,copy,triad}
+  bandwidth  torch.copy_ and torch.sum (read) baselines, cupy.{read,write,copy,triad}_v4,
+             triton.{read,write,copy,triad}
   flops      torch.matmul bf16/fp16 best over shapes and layouts (NN: a @ b; NT: x @ W^T, what
              nn.Linear runs), torch._scaled_mm fp8 (sm_89+, with and without fast accumulation),
              triton.dot bf16, cupy.fma_chain_fp32 (CUDA cores)
@@ -127,6 +128,16 @@ class Suite:
             src, dst = self.rand(n), self.torch.empty(n, device="cuda")
             return (lambda: dst.copy_(src)), (lambda: bool(self.torch.equal(dst, src))), STREAM["copy"].bytes(n), dst
         return self.sweep_stream("torch.copy_", self.stream_sizes(), make)
+
+    def torch_read(self) -> MethodResult:
+        """torch.sum over the array: the read baseline (what decode does to weights and KV) beside copy_."""
+        def make(size):
+            n = size // 4
+            src, out = self.rand(n), self.torch.empty((), device="cuda")
+            ref = src.double().sum().item()
+            return ((lambda: self.torch.sum(src, out=out)), (lambda: abs(out.item() / ref - 1) < 1e-3),
+                    STREAM["read"].bytes(n), out)
+        return self.sweep_stream("torch.sum", self.stream_sizes(), make)
 
     def cupy_stream(self, kernel: str) -> MethodResult:
         from .launch import CUDA_BLOCK, cuda_function, cuda_stream_call
@@ -263,7 +274,8 @@ class Suite:
         """The planned stages: (label, time budget in s, what runs)."""
         bw, fl = self.budget_s["bandwidth"], self.budget_s["flops"]
         out = [("warming the card up", self.card_warm_s, self.warm_card),
-               ("torch.copy_ (fp32)", bw, lambda: self.guard("torch.copy_", "bandwidth", "fp32", self.torch_copy))]
+               ("torch.copy_ (fp32)", bw, lambda: self.guard("torch.copy_", "bandwidth", "fp32", self.torch_copy)),
+               ("torch.sum (fp32 read)", bw, lambda: self.guard("torch.sum", "bandwidth", "fp32", self.torch_read))]
         if "cupy" in self.methods:
             out += [(f"cupy.{k}_v4 (fp32)", bw, lambda k=k: self.guard(f"cupy.{k}_v4", "bandwidth", "fp32",
                                                                       lambda: self.cupy_stream(k))) for k in STREAM]
