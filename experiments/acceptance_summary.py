@@ -44,7 +44,8 @@ def ceilings(out: Path) -> None:
           f"CUDA {fp.get('cuda_driver_version', '-')}; measured in {m.duration_s or 0:.0f} s ==")
     if m.device != "cuda":
         print("no CUDA GPU: CPU fallback; nothing below is a GPU figure")
-    print(f"bandwidth {(m.bandwidth_bytes_per_s or 0) / 1e9:,.0f} GB/s; "
+    print(f"bandwidth: floors {(m.bandwidth_bytes_per_s or 0) / 1e9:,.0f} GB/s ({m.floor_stream.name if m.floor_stream else '-'}), "
+          f"best stream {(m.best_stream_bytes_per_s or 0) / 1e9:,.0f} GB/s; "
           + ", ".join(f"{d} {v / 1e12:,.1f} TFLOP/s" for d, v in sorted(m.flops.items())))
     print(f"throttle reasons seen: {throttle_text((m.telemetry or {}).get('throttle_fraction')) if m.telemetry else 'no telemetry'}")
     for r in m.methods:

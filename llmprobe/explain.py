@@ -159,6 +159,12 @@ def run_breakdown(run: Run, f: Floors) -> dict[str, Any]:
     return {"phases": phases, "totals": totals, "beaten": beaten, "concentrated": concentrated}
 
 
+def _compute_bound_phases(totals: dict[str, dict[str, float]], ceil: Ceilings, f: Floors) -> list[str]:
+    """The phases whose floor is set by FLOP/s rather than bytes on these ceilings."""
+    peak = ceil.flops(f.compute_dtype)
+    return [ph for ph, t in totals.items() if t["steps"] and t["flops"] / peak > t["bytes"] / ceil.hbm_bytes_per_s]
+
+
 def _mean_dicts(ds: Sequence[dict[str, float]]) -> dict[str, float]:
     return {k: sum(d[k] for d in ds) / len(ds) for k in ds[0]}
 
@@ -176,6 +182,7 @@ def explain_scenario(sc: ScenarioResult, record: RunRecord, inp: Inputs) -> dict
     ttft_m, tpot_m, tps_m = sm["ttft_s"]["median"], sm["tpot_s"]["median"], sm["tps"]["median"]
     out: dict[str, Any] = {
         "batch": b, "prompt_len": p, "gen_len": g, "ceilings_source": inp.source, "ceilings": ceil.to_dict(),
+        "ceilings_mode": ceil.mode, "bandwidth_method": ceil.bandwidth_method,
         "ttft": {"measured_s": ttft_m, "floor_s": bound.ttft_floor_s, "efficiency": eff(bound.ttft_floor_s, ttft_m)},
         "tpot": {"measured_s": tpot_m, "floor_s": bound.tpot_floor_s, "efficiency": eff(bound.tpot_floor_s, tpot_m)},
         "tps": {"measured": tps_m, "ceiling": bound.tps_ceiling,
@@ -257,6 +264,11 @@ def explain_scenario(sc: ScenarioResult, record: RunRecord, inp: Inputs) -> dict
     if record.status not in (None, "complete"):
         flags.append({"kind": "record_incomplete", "message": f"the run record is {record.status}"
                       + (f" ({record.error})" if record.error else "") + ": later scenarios are missing"})
+    if ceil.kind == "measured" and ceil.mode == "quick" and _compute_bound_phases(runs[0]["totals"], ceil, f):
+        flags.append({"kind": "quick_ceiling", "message": "compute-bound efficiencies ("
+                      + ", ".join(_compute_bound_phases(runs[0]["totals"], ceil, f)) + ") are against the quick "
+                      "pass's one-shape matmul ceiling, which a shape sweep beats: `llmprobe roofline --full` "
+                      "(or --remeasure) on this machine measures the sweep"})
     if inp.source == "datasheet":
         flags.append({"kind": "datasheet_ceilings", "message": "no ceilings measured on this card: efficiencies are "
                       "against the datasheet (run `llmprobe roofline` on it for measured ones)"})
@@ -343,4 +355,5 @@ def explain_record(record: RunRecord | dict[str, Any], gpu: str | None = None,
     return {"model": cfg["model"], "layers_note": cfg.get("layers_note"), "backend": cfg["backend"],
             "device": record.device.get("name"),
             "ceilings_source": inp.source, "ceilings": inp.ceilings.to_dict(), "compute": record.compute,
+            "execution": (record.engine or {}).get("execution"),
             "scenarios": [explain_scenario(sc, record, inp) for sc in record.scenarios]}

@@ -31,6 +31,8 @@ class Ceilings:
     gpu_id: str | None = None              # catalog id it was derived from or matched to
     # figures of a measured set that were not measured: {"peak_flops.fp16": "copied from the measured bf16 ..."}
     not_measured: dict[str, str] = field(default_factory=dict)
+    bandwidth_method: str | None = None    # measured: the stream kernel hbm_bytes_per_s comes from (a read kernel)
+    mode: str | None = None                # measured: the pass (quick: one matmul shape; default; full)
 
     def flops(self, dtype: str) -> float:
         if dtype in self.peak_flops:

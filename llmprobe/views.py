@@ -102,7 +102,7 @@ def print_profile(record) -> None:
 
 def print_measurement(m, datasheet) -> None:
     fp = m.fingerprint
-    best = {"bandwidth": m.bandwidth_bytes_per_s}
+    best = {"bandwidth": m.best_stream_bytes_per_s}
     rows = []
     for r in m.methods:
         if r.kind == "collective":   # bus bandwidth and latency, against the interconnect's datasheet
@@ -123,7 +123,9 @@ def print_measurement(m, datasheet) -> None:
     print_table(f"Measured ceilings — {where}", ["method", "kind", "dtype", "value", "of best", "of datasheet",
                                                   "best at"], rows,
                 caption=f"{m.methodology}, mode {m.mode}, {m.provenance.get('created_utc', '')}; "
-                        "median over repeats at the best size/shape", optional=("best at", "kind"))
+                        "median over repeats at the best size/shape; floors use "
+                        f"{m.floor_stream.name if m.floor_stream else '-'} (the best read kernel)",
+                optional=("best at", "kind"))
     if m.device == "cuda":
         console.print(f"  {fp.get('name')} {fp.get('form_factor', '')} uuid {fp.get('uuid')} driver {fp.get('driver_version')} "
                       f"CUDA {fp.get('cuda_driver_version')} power limit {fp.get('power_limit_w')} W, "
@@ -203,7 +205,9 @@ def explain_sections(explained: dict[str, Any]) -> list[Section]:
     secs = []
     for s in explained["scenarios"]:
         tag = f"batch {s['batch']}, prompt {s['prompt_len']}, gen {s['gen_len']}"
-        secs.append((f"Efficiency — {tag} ({s['ceilings_source']} ceilings)", ["metric", "measured", "floor / ceiling", "efficiency"], [
+        how = "".join(f", {x}" for x in (f"{s['ceilings_mode']} pass" if s.get("ceilings_mode") else None,
+                                          f"bandwidth of {s['bandwidth_method']}" if s.get("bandwidth_method") else None) if x)
+        secs.append((f"Efficiency — {tag} ({s['ceilings_source']} ceilings{how})", ["metric", "measured", "floor / ceiling", "efficiency"], [
             ["TTFT", seconds(s["ttft"]["measured_s"]), seconds(s["ttft"]["floor_s"]), efficiency(s["ttft"]["efficiency"])],
             ["TPOT", seconds(s["tpot"]["measured_s"]), seconds(s["tpot"]["floor_s"]), efficiency(s["tpot"]["efficiency"])],
             ["TPS", num(s["tps"]["measured"]), num(s["tps"]["ceiling"]), efficiency(s["tps"]["efficiency"])],
@@ -270,6 +274,20 @@ def print_audit(path: str, doc: dict[str, Any]) -> None:
         err_console.print(f"line {e['line']}: {e['message']}")
 
 
+def code_path(execution: dict | None) -> str | None:
+    """What the engine ran, as read from its worker: model runner, attention and MoE backends, graphs, compile."""
+    if not execution or not execution.get("model_runner"):
+        return None
+    parts = [f"model runner {execution['model_runner'].rsplit('.', 1)[-1]}"]
+    if execution.get("attention_backends"):
+        parts.append(f"attention {', '.join(execution['attention_backends'])}")
+    if execution.get("moe_methods"):
+        parts.append(f"MoE {', '.join(execution['moe_methods'])}")
+    parts.append(f"CUDA graphs {execution.get('cudagraph_mode')}, compilation {execution.get('compilation_level')}, "
+                 f"async scheduling {'on' if execution.get('async_scheduling') else 'off'}")
+    return "; ".join(parts)
+
+
 def record_sections(record) -> list[Section]:
     """What was run and what was measured, for the report: configuration, then results per scenario."""
     cfg, eng, dev = record.config, record.engine or {}, record.device
@@ -279,6 +297,7 @@ def record_sections(record) -> list[Section]:
             ["device", dev.get("name") or "-"],
             ["weights / dtype", f"{cfg.get('weights')} / {cfg.get('weight_dtype')}"
                                 + (f", {cfg['quantization']}" if cfg.get("quantization") else "")],
+            *([["code path", code_path(eng["execution"])]] if code_path(eng.get("execution")) else []),
             ["tensor / pipeline parallel", f"{cfg.get('tp', 1)} / {cfg.get('pp', 1)}"],
             ["runs", f"{cfg.get('runs')} measured after {cfg.get('warmup')} warm-up"],
             ["sampling", "greedy" if not cfg.get("temperature") else f"temperature {cfg['temperature']}"],
@@ -370,6 +389,8 @@ def print_explain(items, files: list[str]) -> None:
         console.rule(f"{ex['model']}{note} — {ex['backend']} on {ex['device']} — {p}")
         if (ex.get("compute") or {}).get("gemm"):
             console.print(f"compute: {ex['compute']['gemm']}; floors use the measured {ex['compute']['ceiling']} ceiling")
+        if code_path(ex.get("execution")):
+            console.print(f"code path: {code_path(ex['execution'])}")
         for title, cols, rows in explain_sections(ex):
             print_table(title, cols, rows, prose=("message",))
     for f in files:

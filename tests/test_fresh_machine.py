@@ -46,8 +46,15 @@ def test_profile_on_a_fresh_machine_measures_ceilings_once_and_explains(tmp_path
     assert list((cache / "ceilings").glob("*.json"))                       # saved for the next run
     e = _llmprobe("explain", str(out), "--json", cache=cache)
     assert e.returncode == 0, e.stderr[-2000:]
-    (s,) = json.loads(e.stdout)["scenarios"]
+    doc = json.loads(e.stdout)
+    (s,) = doc["scenarios"]
     assert s["ceilings_source"] == "measured" and s["tps"]["measured"] > 0
+    assert s["ceilings_mode"] == "quick" and s["bandwidth_method"] == "torch.sum"     # the read kernel
+    # the code path that ran, read off the worker: vLLM's CPU build runs its own model runner and attention
+    ex = doc["records"][0]["execution"]
+    assert ex["model_runner"].endswith("ModelRunner") and ex["attention_backends"] and ex["moe_methods"] == []
+    text = _llmprobe("explain", str(out), cache=cache)
+    assert "code path: model runner" in text.stdout and "bandwidth of torch.sum" in " ".join(text.stdout.split())
 
     pytest.importorskip("transformers")    # the next run on this device reuses them, whatever the backend
     again = _llmprobe("profile", "--backend", "hf", "--model", "tiny-llama", "--batch", "1", "--prompt-len", "8",

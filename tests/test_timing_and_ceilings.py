@@ -132,7 +132,7 @@ def test_measured_ceilings_without_a_valid_bandwidth_are_refused():
     with pytest.raises(UserError, match="no bandwidth method gave a valid figure.*torch.copy_: wrong result"):
         m.ceilings()
     assert m.to_dict()["ceilings"] is None          # still saved, with its failures, but no ceilings
-    with pytest.raises(UserError, match="no valid bandwidth"):
+    with pytest.raises(UserError, match="no bandwidth method gave a valid figure"):
         ceilings_from_record(m.to_dict())
 
 
@@ -146,3 +146,34 @@ def test_figures_not_measured_are_labelled():
     assert ceilings_from_record(m.to_dict()).not_measured == c.not_measured
     both = _measurement(m.methods + [MethodResult("torch.matmul", "flops", "fp16", 7.1e14, True)]).ceilings()
     assert "peak_flops.fp16" not in both.not_measured
+
+
+def test_floors_use_the_best_read_kernel_not_the_best_stream():
+    from llmprobe.microbench.result import MethodResult, ceilings_from_record
+    streams = [MethodResult("triton.write", "bandwidth", "fp32", 3.29e12, True),
+               MethodResult("triton.read", "bandwidth", "fp32", 3.14e12, True),
+               MethodResult("cupy.read_v4", "bandwidth", "fp32", 3.10e12, True),
+               MethodResult("torch.copy_", "bandwidth", "fp32", 3.06e12, True)]
+    m = _measurement(streams)
+    c = m.ceilings()
+    assert (c.hbm_bytes_per_s, c.bandwidth_method, c.mode) == (3.14e12, "triton.read", "quick")
+    assert "hbm_bytes_per_s" not in c.not_measured
+    d = m.to_dict()
+    assert d["best_stream_bytes_per_s"] == 3.29e12 and d["bandwidth_method"] == "triton.read"
+    # a saved measurement is read by today's rule, whatever ceilings it stored
+    d["ceilings"]["hbm_bytes_per_s"] = 3.29e12
+    assert ceilings_from_record(d).hbm_bytes_per_s == 3.14e12
+    # no read kernel: the best stream stands in, and the ceilings say so
+    c = _measurement([streams[0], streams[3]]).ceilings()
+    assert c.hbm_bytes_per_s == 3.29e12 and "no read kernel" in c.not_measured["hbm_bytes_per_s"]
+
+
+def test_the_h100_llama_slice_is_explained_on_the_read_kernel_and_says_which_ceiling():
+    from llmprobe.explain import explain_record
+    from llmprobe.records import load_run_record
+    ex = explain_record(load_run_record("docs/measurements/h100-sxm-2026-11-27/vllm/profile-llama-2-70b.json"))
+    b1 = next(s for s in ex["scenarios"] if s["batch"] == 1)
+    assert (b1["bandwidth_method"], b1["ceilings_mode"]) == ("triton.read", "quick")
+    assert 0.86 < b1["tpot"]["efficiency"] < 0.90          # 83% against the write kernel before (issue 26)
+    quick = [f for f in b1["flags"] if f["kind"] == "quick_ceiling"]
+    assert quick and "prefill" in quick[0]["message"]       # its prefill is compute-bound, on a one-shape ceiling

@@ -102,6 +102,7 @@ class VllmEngine(Engine):
             raise UserError(f"vLLM could not start the engine: {type(e).__name__}: "
                             f"{str(e).splitlines()[0] if str(e) else ''}{hint}") from e
         self.ranks = self._rpc("llmprobe_install", self.device == "cuda")
+        self.code_path = self._rpc("llmprobe_code_path")[0]
         self._n = 0
         self.admission_method = self._admission_method()
 
@@ -146,16 +147,19 @@ class VllmEngine(Engine):
                 "max_num_batched_tokens": self._token_budget()}
 
     def execution(self) -> dict[str, Any]:
-        """What decides what a step's timers bracket (docs/methodology.md): async scheduling lets the
-        host return before the step's kernels finish; CUDA graphs replay a captured step as one launch."""
+        """Which code path ran (rank 0's model runner, attention backends, MoE methods) and what decides what a
+        step's timers bracket (docs/methodology.md): async scheduling lets the host return before the step's
+        kernels finish; CUDA graphs replay a captured step as one launch."""
         cfg = getattr(self.llm.llm_engine, "vllm_config", None)
         sched = getattr(cfg, "scheduler_config", None)
         comp = getattr(cfg, "compilation_config", None)
         mode = getattr(comp, "cudagraph_mode", None)
+        level = getattr(comp, "mode", getattr(comp, "level", None))
         return {"async_scheduling": getattr(sched, "async_scheduling", None),
                 "cudagraph_mode": None if mode is None else str(getattr(mode, "name", mode)),
-                "compilation_level": str(getattr(comp, "mode", getattr(comp, "level", None))),
-                "enforce_eager": getattr(getattr(cfg, "model_config", None), "enforce_eager", None)}
+                "compilation_level": str(getattr(level, "name", level)),
+                "enforce_eager": getattr(getattr(cfg, "model_config", None), "enforce_eager", None),
+                **self.code_path}   # the worker's own view wins where it has one
 
     def set_hooks(self, on: bool) -> None:
         if on:

@@ -118,6 +118,16 @@ class _StepState:
         return out
 
 
+def _moe_method(method) -> str:
+    """A fused-MoE layer's method class and, where vLLM names them, the backend and expert kernels it chose."""
+    parts = [type(method).__name__]
+    for attr in ("unquantized_backend", "experts_cls"):
+        v = getattr(method, attr, None)
+        if v is not None:
+            parts.append(f"{attr}={getattr(v, 'name', None) or getattr(v, '__name__', None) or v}")
+    return " ".join(parts)
+
+
 class StepTimerExtension:
     """Worker mix-in: methods only (vLLM forbids overriding worker methods through the extension)."""
 
@@ -161,6 +171,46 @@ class StepTimerExtension:
             self.__dict__.pop(name, None)
         self._llmprobe_state = None
         return self._rank()
+
+    def llmprobe_code_path(self) -> dict[str, Any]:
+        """Which code ran, read off this worker's own objects rather than assumed from the version: the model
+        runner's class (vLLM's GPU build picks Model Runner V1 or V2 per model), each attention layer's
+        backend, and each fused-MoE layer's method class."""
+        runner = getattr(self, "model_runner", None)
+        model = None
+        for get in (lambda: runner.get_model(), lambda: runner.model):
+            try:
+                model = get()
+                break
+            except Exception:   # a runner without that accessor: try the next
+                continue
+        attention, moe = set(), set()
+        for m in (model.modules() if model is not None else ()):
+            backend = getattr(m, "attn_backend", None)
+            if backend is not None:
+                name = getattr(backend, "get_name", None)
+                attention.add(name() if callable(name) else getattr(backend, "__name__", str(backend)))
+            method = getattr(m, "quant_method", None)
+            if method is not None and "MoE" in type(method).__name__:
+                moe.add(_moe_method(method))
+        for groups in getattr(runner, "attn_groups", None) or ():   # the runner's own record, where it keeps one
+            for g in groups:
+                name = getattr(getattr(g, "backend", None), "get_name", None)
+                if callable(name):
+                    attention.add(name())
+        # the worker settles the graph mode against what the attention backend supports, after the engine's
+        # config was built: read it here (Model Runner V1's dispatcher, V2's manager), not from the caller's copy
+        graphs = next((getattr(getattr(runner, a, None), "cudagraph_mode", None)
+                       for a in ("cudagraph_dispatcher", "cudagraph_manager") if getattr(runner, a, None) is not None), None)
+        comp = getattr(getattr(self, "vllm_config", None), "compilation_config", None)
+        cls = type(runner) if runner is not None else None
+        out = {"model_runner": f"{cls.__module__}.{cls.__qualname__}" if cls else None,
+               "attention_backends": sorted(attention), "moe_methods": sorted(moe)}
+        if graphs is not None:
+            out["cudagraph_mode"] = str(getattr(graphs, "name", graphs))
+        if getattr(comp, "mode", None) is not None:
+            out["compilation_level"] = str(getattr(comp.mode, "name", comp.mode))
+        return out
 
     def llmprobe_trace(self, first: int, steps: int, path_prefix: str) -> int:
         """Trace steps [first, first + steps) of the next run into ``<path_prefix>_rank<r>.pt.trace.json.gz``."""

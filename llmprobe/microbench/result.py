@@ -71,9 +71,24 @@ class Measurement:
         return [m for m in self.methods if m.kind == kind and m.valid and m.value]
 
     @property
-    def bandwidth_bytes_per_s(self) -> float | None:
+    def best_stream_bytes_per_s(self) -> float | None:
+        """The best bandwidth of any stream kernel (write and copy included)."""
         vals = [m.value for m in self._valid("bandwidth")]
         return max(vals) if vals else None
+
+    @property
+    def floor_stream(self) -> MethodResult | None:
+        """The stream the floors use: the best *read* kernel (decode reads weights and KV, it writes almost
+        nothing), else the best of any where no read kernel gave a figure (said in the ceilings)."""
+        valid = self._valid("bandwidth")
+        reads = [m for m in valid if is_read(m)]
+        return max(reads or valid, key=lambda m: m.value) if valid else None
+
+    @property
+    def bandwidth_bytes_per_s(self) -> float | None:
+        """The floors' bandwidth (``floor_stream``)."""
+        f = self.floor_stream
+        return f.value if f is not None else None
 
     @property
     def flops(self) -> dict[str, float]:
@@ -93,6 +108,9 @@ class Measurement:
                             "there are no measured ceilings to use")
         peak = dict(self.flops)
         not_measured = {}
+        stream = self.floor_stream
+        if not is_read(stream):
+            not_measured["hbm_bytes_per_s"] = f"no read kernel gave a figure: the best stream ({stream.name}) stands in"
         if "bf16" in peak and "fp16" not in peak:
             peak["fp16"] = peak["bf16"]
             not_measured["peak_flops.fp16"] = "copied from the measured bf16 (same tensor-core path; --full measures it)"
@@ -113,7 +131,8 @@ class Measurement:
                         interconnect_bytes_per_s=interconnect, collective_latency_s=latency,
                         source=f"measured on this {self.device} ({self.methodology}, {self.mode}, "
                                f"{self.provenance.get('created_utc', '')})",
-                        kind="measured", gpu_id=ds.id if ds else None, not_measured=not_measured)
+                        kind="measured", gpu_id=ds.id if ds else None, not_measured=not_measured,
+                        bandwidth_method=stream.name, mode=self.mode)
 
     def usable(self) -> bool:
         return bool(self.bandwidth_bytes_per_s)
@@ -122,7 +141,9 @@ class Measurement:
         return self.datasheet.ceilings() if self.datasheet else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"device": self.device, "bandwidth_bytes_per_s": self.bandwidth_bytes_per_s, "flops": self.flops,
+        return {"device": self.device, "bandwidth_bytes_per_s": self.bandwidth_bytes_per_s,
+                "bandwidth_method": self.floor_stream.name if self.floor_stream else None,
+                "best_stream_bytes_per_s": self.best_stream_bytes_per_s, "flops": self.flops,
                 "methods": [m.to_dict() for m in self.methods], "fingerprint": self.fingerprint, "mode": self.mode,
                 "methodology": self.methodology, "provenance": self.provenance, "telemetry": self.telemetry,
                 "datasheet_id": self.datasheet.id if self.datasheet else None, "warnings": self.warnings,
@@ -137,8 +158,17 @@ class Measurement:
                    duration_s=d.get("duration_s"))
 
 
+def is_read(m: MethodResult) -> bool:
+    """A read-type stream kernel: torch.sum, cupy.read_v4, triton.read."""
+    return m.kind == "bandwidth" and (m.name == "torch.sum" or m.name.rsplit(".", 1)[-1].startswith("read"))
+
+
 def ceilings_from_record(d: dict[str, Any]) -> Ceilings:
-    """Ceilings from a saved measurement dict (as embedded in run records)."""
+    """Ceilings from a saved measurement dict (as embedded in run records): derived again from its methods
+    where it keeps them, so a record saved before a rule changed (e.g. floors on the read kernel) gets the
+    rule of today; else the ceilings it stored."""
+    if d.get("methods") and d.get("fingerprint") is not None:
+        return Measurement.from_dict(d).ceilings()
     c = d.get("ceilings")
     if not c or not c.get("hbm_bytes_per_s"):
         raise UserError("the measurement holds no valid bandwidth figure: it cannot be used as ceilings")

@@ -6,10 +6,13 @@ from typing import Any
 
 from .result import Measurement
 
-BANDWIDTH_OF_DATASHEET = 0.90     # best bandwidth vs datasheet HBM
+BANDWIDTH_OF_DATASHEET = 0.90     # best stream bandwidth (any kernel) vs datasheet HBM
 OWN_KERNEL_OF_TORCH_COPY = 0.97   # llmprobe's best stream kernel vs torch's device-to-device copy_
-MATMUL_OF_BEST_TORCH = 0.98       # reported bf16 ceiling vs the best torch.matmul shape
+MATMUL_OF_PUBLISHED_BEST = 0.95   # bf16 ceiling vs the best public sweep on the card (the old target, "within 2% of
+                                  # the best torch.matmul shape", held by construction: the ceiling is that maximum)
 MATMUL_OF_DATASHEET = 0.75        # bf16 ceiling vs datasheet dense bf16
+# The best bf16 matmul a public many-shape sweep reached on each card (design brief, "Facts learned on the GPU")
+PUBLISHED_BEST_BF16 = {"h100-sxm": (794.5e12, "mamf-finder (stas00/ml-engineering), H100 SXM")}
 
 
 def _best(m: Measurement, kind: str, dtype: str | None = None, prefix: tuple[str, ...] = ()) -> float | None:
@@ -20,12 +23,13 @@ def _best(m: Measurement, kind: str, dtype: str | None = None, prefix: tuple[str
 
 def judge(m: Measurement) -> list[dict[str, Any]]:
     ds = m.datasheet
-    bw = m.bandwidth_bytes_per_s
+    bw = m.best_stream_bytes_per_s
     own = _best(m, "bandwidth", prefix=("cupy.", "triton."))
     torch_copy = _best(m, "bandwidth", prefix=("torch.copy_",))
     torch_mm = _best(m, "flops", "bf16", prefix=("torch.matmul",))
     bf16 = m.flops.get("bf16")
     triton_mm = _best(m, "flops", "bf16", prefix=("triton.dot",))
+    published = PUBLISHED_BEST_BF16.get(ds.id) if ds else None
 
     def row(name, value, ref, threshold, note=""):
         ratio = value / ref if value and ref else None
@@ -34,7 +38,8 @@ def judge(m: Measurement) -> list[dict[str, Any]]:
     return [
         row("best bandwidth / datasheet", bw, ds.hbm_bytes_per_s if ds else None, BANDWIDTH_OF_DATASHEET),
         row("llmprobe's best stream kernel / torch copy_", own, torch_copy, OWN_KERNEL_OF_TORCH_COPY),
-        row("bf16 ceiling / best torch.matmul shape", bf16, torch_mm, MATMUL_OF_BEST_TORCH),
+        row("bf16 ceiling / best public sweep", bf16, published[0] if published else None, MATMUL_OF_PUBLISHED_BEST,
+            published[1] if published else "no public figure for this card"),
         row("bf16 ceiling / datasheet", bf16, ds.peak_flops.get("bf16") if ds else None, MATMUL_OF_DATASHEET),
         row("triton.dot / best torch.matmul shape", triton_mm, torch_mm, None, "informational"),
     ]
