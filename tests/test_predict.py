@@ -77,9 +77,9 @@ def test_held_out_batch_is_predicted_and_a_batch_blind_model_is_not(tiny_runs):
     blind = next(s for s in doc["scenarios"] if s["batch"] == 4)["summary"]["tps"]["median"]   # batch ignored
     assert abs(blind / measured - 1) > 0.4, (blind, measured)
     # the calibration's own TP degree is not another card: a TP-2 record predicts TP 2 as "calibrated"
-    # (the record's quick CPU pass measured no collectives at TP 1: the faked TP-2 record gets a link to price them)
-    ceil = dict(doc["ceilings"], ceilings=dict(doc["ceilings"]["ceilings"], interconnect_bytes_per_s=1e10,
-                                               collective_latency_s=1e-5))
+    # (the record's quick CPU pass measured no collectives at TP 1: the faked TP-2 record gets stored ceilings with
+    # a link to price them, and no methods to derive them again from)
+    ceil = {"ceilings": dict(doc["ceilings"]["ceilings"], interconnect_bytes_per_s=1e10, collective_latency_s=1e-5)}
     tp2 = calibrate([("tp2", RunRecord.from_dict(dict(doc, config=dict(doc["config"], tp=2), ceilings=ceil)))])
     assert predict(tp2, 16, 32, 12, tp=2)["kind"] == "calibrated"
 
@@ -108,3 +108,32 @@ def test_predict_cli_json_and_refusals(tiny_runs, tmp_path):
 def test_calibration_needs_one_model_on_one_device():
     with pytest.raises(UserError, match="at least one"):
         calibrate([])
+
+
+def test_each_record_is_priced_on_its_own_floors_whatever_the_order():
+    from tests.test_explain import TOY, _ceil_doc, hand_record
+    from llmprobe.hardware import Ceilings
+    fast = Ceilings(name="toy", hbm_bytes_per_s=2e9, peak_flops={"bf16": 2e12}, memory_bytes=1e12, kind="measured")
+    a = RunRecord.from_dict(hand_record())                                    # each step 2x its floor on TOY
+    b = RunRecord.from_dict(dict(hand_record(0.5), ceilings=_ceil_doc(fast)))  # the same times... on twice the ceilings
+    ab, ba = calibrate([("a", a), ("b", b)]), calibrate([("b", b), ("a", a)])
+    flat = lambda cal: [x for fx in cal.fit.fits for x in fx]   # noqa: E731
+    assert flat(ab) == pytest.approx(flat(ba), rel=1e-6, abs=1e-9)
+    # both records ran every step at 2x its own floor: that is what the fit finds (the first record's floors
+    # would put b at 1x on TOY's, or a at 4x on the fast ceilings')
+    assert max(flat(ab)[1:3]) == pytest.approx(2.0, rel=0.05) and TOY.hbm_bytes_per_s < fast.hbm_bytes_per_s
+
+
+def test_a_prediction_is_never_faster_than_its_floor():
+    from tests.test_explain import hand_record
+    cal = calibrate([("a", RunRecord.from_dict(hand_record()))])
+    import dataclasses
+    cal.fit = dataclasses.replace(cal.fit, fits=tuple(tuple(0.0 for _ in fx) for fx in cal.fit.fits))   # "free"
+    p = predict(cal, 8, 64, 16)
+    assert set(p["clamped_to_bound"]) >= {"ttft_s", "tpot_s", "tps"}
+    from llmprobe.costs import Floors
+    from llmprobe.memory import card_of
+    from llmprobe.roofline import scenario
+    b = scenario(Floors.of(cal.model, cal.ceilings), card_of(cal.ceilings), 8, 64, 16, advise=False)
+    assert p["tpot_s"] >= b.tpot_floor_s and p["ttft_s"] >= b.ttft_floor_s and p["tps"] <= b.tps_ceiling
+    assert p["interval"]["tps"][1] <= b.tps_ceiling and any("clamped" in a for a in p["assumptions"])

@@ -55,3 +55,14 @@ def test_malformed_records_are_refused_in_one_line(tmp_path, doc, needle):
     bad.write_text(json.dumps(doc))
     r = subprocess.run([sys.executable, "-m", "llmprobe", "explain", str(bad)], capture_output=True, text=True)
     assert r.returncode == 2 and needle.split(":")[0] in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_keys_a_step_does_not_type_survive_a_round_trip():
+    """A tensor-parallel step carries every rank's times: loading and saving a record must not drop them."""
+    from llmprobe.records import Step
+    d = {"index": 0, "t_start_s": 0.0, "t_end_s": 0.01, "host_ms": 9.0, "device_ms": 8.5, "seqs": [["r0", 1, 7, "d"]],
+         "rank_device_ms": [8.5, 8.1], "rank_host_ms": [9.0, 8.8], "sample_host_ms": 0.4}
+    st = Step.from_dict(d, "test")
+    assert st.extra == {"rank_device_ms": [8.5, 8.1], "rank_host_ms": [9.0, 8.8]} and st.sample_host_ms == 0.4
+    back = st.to_dict()
+    assert {k: back[k] for k in d} == d and "sample_device_ms" not in back

@@ -200,16 +200,16 @@ def _check(key, traced):
     assert "error" not in tr, tr.get("error")
     assert tr["steps_traced"] == {"prefill": 4, "decode": 4}
     assert tr["trace_files"] and all((path.parent / f).is_file() for f in tr["trace_files"])
+    assert len(set(tr["trace_files"])) == len(tr["trace_files"])   # one file per window, named by llmprobe
     assert all(o > 0 for o in tr["overhead"].values())          # traced / untraced step time, measured
-    # the profiler starts and stops outside the timed steps: its start-up (~1 s the first time in a process on
-    # this VM, measured) is in no step, so every traced step stays within this VM's noise of the untraced step at
-    # the same index (0.93-1.66x seen, the profiler's per-operator cost included; vLLM's start_profile put
-    # 2.5x into the first traced prefill step of tiny-mixtral at batch 1)
-    # (vLLM; the hf engine always started its profiler outside the timers, and its small decode steps pay up
-    # to 1.8x in per-operator cost)
+    # the profiler starts and stops outside the timed steps (checked on the steps' own clock: through vLLM's
+    # start_profile it started inside the first traced step), so its start-up (~1 s the first time in a process
+    # on this VM) is in no step; the traced steps then take what the untraced ones at the same index took, within
+    # this VM's noise and the profiler's per-operator cost (median of the ratios: 1.0-1.3 measured)
+    assert tr["profiler_outside_steps"] is True
     if key[0] == "vllm":
-        for st in tr["steps"]:
-            assert st["time_s"] < 2 * st["untraced_time_s"], st
+        ratios = sorted(st["time_s"] / st["untraced_time_s"] for st in tr["steps"])
+        assert ratios[len(ratios) // 2] < 1.6, ratios
     assert sc["summary"]["tps"]["n"] == (2 if key[0] == "vllm" else 1)   # the traced runs are not in the summary
     k = explained["scenarios"][0]["kernels"]
     want = {"attention", "dense_gemm", "host"} | ({"moe_experts"} if "mixtral" in key[1] else set())
@@ -252,3 +252,45 @@ def test_explain_shows_the_classes_and_draws_them(vllm_traced, tmp_path):
     assert "Inside the decode step" in r.stdout and "attention" in r.stdout
     assert (tmp_path / "run-kernels.png").stat().st_size > 10_000
     assert "Inside the prefill step" in (tmp_path / "report.md").read_text()
+
+
+def test_a_tracing_failure_of_any_kind_keeps_the_measured_runs(tmp_path, monkeypatch):
+    """vLLM 0.26's start_profile raised TypeError on the per-session keywords, before the scenario was recorded:
+    both models' measured runs were lost. Any failure of a traced run now lands in trace.error."""
+    pytest.importorskip("transformers")
+    from llmprobe.engines.hf_engine import HfEngine
+    from llmprobe.profiling import Scenario, profile
+    run = HfEngine.run
+
+    def failing(self, prompts, gen_len, trace=None):
+        if trace is not None:
+            raise TypeError("start_profile() got an unexpected keyword argument 'delay_iterations'")
+        return run(self, prompts, gen_len)
+    monkeypatch.setattr(HfEngine, "run", failing)
+    out = tmp_path / "r.json"
+    rec = profile("tiny-llama", [Scenario(1, 8, 3), Scenario(2, 8, 3)], backend="hf", runs=1, warmup=0, out=str(out),
+                  trace_steps=1, measure_ceilings=False)
+    saved = json.loads(out.read_text())
+    assert rec["status"] == saved["status"] == "complete" and len(saved["scenarios"]) == 2
+    for sc in saved["scenarios"]:
+        assert sc["summary"]["tps"]["n"] == 1 and "TypeError" in sc["trace"]["error"]
+
+
+def test_a_profiler_started_inside_a_timed_step_is_refused(tmp_path):
+    """What vLLM's start_profile did: the profiler began after the first traced step's timer had started."""
+    from llmprobe.engines.base import TraceSpec
+    from llmprobe.errors import UserError
+    from llmprobe.traces import trace_scenario
+    path = _write(tmp_path, [_x("llmprobe::step[p=0,d=8]", "user_annotation", 0, 50), _x("aten::mm", "cpu_op", 5, 30)])
+    rec = [{"index": 0, "prefill_tokens": 0, "decode_tokens": 8, "seqs": [["r", 1, 20, "d"]] * 8, "host_ms": 1.0,
+            "device_ms": None, "t_start_s": 0.010, "t_end_s": 0.011}]
+
+    def run(window):
+        def go(spec: TraceSpec):
+            return {"steps": rec, "trace_files": [str(path)], "trace_windows": [window]}
+        return go
+    outside = trace_scenario(run({"started_s": 0.009, "stopped_s": 0.012}), [{"steps": rec}], 1, "vllm-cpu",
+                             str(tmp_path), "s1")
+    assert outside["profiler_outside_steps"] is True
+    with pytest.raises(UserError, match="inside the traced steps"):
+        trace_scenario(run({"started_s": 0.0105, "stopped_s": 0.012}), [{"steps": rec}], 1, "vllm-cpu", str(tmp_path), "s1")

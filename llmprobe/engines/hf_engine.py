@@ -86,7 +86,7 @@ class _Tracer:
         """After step k's timers stopped."""
         self.window.after(k)
 
-    def close(self) -> str | None:
+    def close(self) -> dict[str, Any] | None:
         """Remove the scopes and write the trace (also after a generate() that failed mid-window)."""
         for h in self.hooks:
             h.remove()
@@ -188,7 +188,7 @@ class HfEngine(Engine):
         torch = self.torch
         if len({len(p) for p in prompts}) != 1:
             raise UserError("--backend hf batches prompts of one length only")
-        path = None
+        window = None
         if trace is not None:
             if not self.opts.trace_dir:
                 raise UserError("a traced run needs an engine built with a trace folder (profile --trace-steps)")
@@ -205,7 +205,7 @@ class HfEngine(Engine):
                                           min_new_tokens=gen_len, streamer=stamps, **self.generation_kwargs())
             finally:
                 if self._tracer is not None:
-                    path = self._tracer.close()
+                    window = self._tracer.close()
                     self._tracer = None
             wall = time.perf_counter() - t0
         if self.clock:
@@ -223,8 +223,10 @@ class HfEngine(Engine):
             r["output_ids"] = row
         result = {"wall_s": wall, "steps": steps, "requests": requests,
                   "admission": admission(steps, len(prompts), "one generate() call", None)}
-        if trace is not None:
-            result["trace_files"] = [path] if path else []
+        if trace is not None:   # its file and when the profiler was on, on the steps' clock
+            result["trace_files"] = [window["path"]] if window else []
+            result["trace_windows"] = ([{"started_s": window["started_at"] - t0, "stopped_s": window["stopped_at"] - t0}]
+                                       if window else [])
         return result
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ included. Each window is one file, named by llmprobe.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 STEP_SCOPE = "llmprobe::step"
@@ -35,6 +36,7 @@ class ProfilerWindow:
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
         self.prof = profile(activities=acts)
         self.started = self.stopped = False
+        self.started_at = self.stopped_at = None   # perf_counter (system-wide monotonic): comparable to step times
 
     def before(self, k: int) -> bool:
         """Step k is about to start its timers; True if it is traced."""
@@ -42,6 +44,7 @@ class ProfilerWindow:
             if self.cuda:   # kernels queued before the window would carry launches the trace never saw
                 self.torch.cuda.synchronize()
             self.prof.start()
+            self.started_at = time.perf_counter()
             self.started = True
         return self.started and not self.stopped and self.first <= k <= self.last
 
@@ -56,15 +59,17 @@ class ProfilerWindow:
     def _stop(self) -> None:
         if self.cuda:
             self.torch.cuda.synchronize()
+        self.stopped_at = time.perf_counter()
         self.prof.stop()
         self.stopped = True
 
-    def finish(self) -> str | None:
-        """Stop if still running (a run that ended or failed inside the window) and write the trace;
-        the path, or None when the window never started."""
+    def finish(self) -> dict[str, Any] | None:
+        """Stop if still running (a run that ended or failed inside the window) and write the trace: its path
+        and when the profiler was on (``started_at`` before the first traced step's timers started,
+        ``stopped_at`` before the stop began, after the last one's ended); None when it never started."""
         if not self.started:
             return None
         if not self.stopped:
             self._stop()
         self.prof.export_chrome_trace(self.path)
-        return self.path
+        return {"path": self.path, "started_at": self.started_at, "stopped_at": self.stopped_at}

@@ -209,7 +209,7 @@ class VllmEngine(Engine):
                 with contextlib.suppress(Exception):
                     self._rpc("llmprobe_trace_finish")
             raise
-        files = [f for f in self._rpc("llmprobe_trace_finish") if f] if trace is not None else []
+        windows = [w for w in self._rpc("llmprobe_trace_finish") if w] if trace is not None else []
         steps = merge_ranks(self._rpc("llmprobe_fetch"))
         # Engine-internal request ids carry a suffix: map them back to ours.
         rename = {}
@@ -227,8 +227,9 @@ class VllmEngine(Engine):
             r["output_ids"] = tokens[r["id"]]
         out = {"wall_s": wall, "steps": steps, "requests": requests,
                "admission": admission(steps, len(prompts), self.admission_method, self._token_budget())}
-        if trace is not None:
-            out["trace_files"] = files
+        if trace is not None:   # per rank: its file and when its profiler was on, on the steps' clock
+            out["trace_files"] = [w["path"] for w in windows]
+            out["trace_windows"] = [{"started_s": w["started_at"] - t0, "stopped_s": w["stopped_at"] - t0} for w in windows]
         return out
 
     def _token_budget(self) -> int | None:

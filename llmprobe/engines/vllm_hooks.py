@@ -64,7 +64,7 @@ class _StepState:
         t = time.perf_counter()
         self.open = {"t_start": t, "gap_ms": None if self.last_end is None else (t - self.last_end) * 1e3,
                      "seqs": rows, "host_s": 0.0,
-                     "ev": [self.clock.event(), None] if self.clock else None}
+                     "ev": [self.clock.event(), None, None] if self.clock else None}
         self.open["_t"] = t
         if traced:   # the annotation lies inside the timed span, so a step's classes never outweigh its time
             pre = sum(r[1] for r in rows if r[3] == "p")
@@ -84,8 +84,11 @@ class _StepState:
             self.open["host_s"] += time.perf_counter() - self.open.pop("_t", time.perf_counter())
 
     def resume(self) -> None:
+        """sample_tokens starts: the rest of the step is the sampler's (and, on Model Runner V2, the logits')."""
         if self.open is not None:
-            self.open["_t"] = time.perf_counter()
+            self.open["_t"] = self.open["_sample_t"] = time.perf_counter()
+            if self.open["ev"] is not None:
+                self.open["ev"][2] = self.clock.event()
 
     def end(self) -> None:
         rec, self.open = self.open, None
@@ -95,6 +98,8 @@ class _StepState:
         t = time.perf_counter()
         if "_t" in rec:
             rec["host_s"] += t - rec.pop("_t")
+        if "_sample_t" in rec:
+            rec["sample_host_ms"] = (t - rec.pop("_sample_t")) * 1e3
         if rec["ev"] is not None:
             rec["ev"][1] = self.clock.event()
         rec["t_end"] = self.last_end = t
@@ -108,7 +113,9 @@ class _StepState:
         out = []
         for rec in self.steps:
             ev = rec.pop("ev")
-            rec["device_ms"] = self.clock.elapsed_s(*ev) * 1e3 if ev else None
+            rec["device_ms"] = self.clock.elapsed_s(ev[0], ev[1]) * 1e3 if ev else None
+            if ev and ev[2] is not None:
+                rec["sample_device_ms"] = self.clock.elapsed_s(ev[2], ev[1]) * 1e3
             rec["host_ms"] = rec.pop("host_s") * 1e3
             out.append(rec)
         self.steps = []
@@ -224,7 +231,7 @@ class StepTimerExtension:
                                       cuda=torch.cuda.is_available())
         return self._rank()
 
-    def llmprobe_trace_finish(self) -> str | None:
+    def llmprobe_trace_finish(self) -> dict[str, Any] | None:
         """End the traced window (stopping the profiler if the run ended inside it) and write its file."""
         state = getattr(self, "_llmprobe_state", None)
         if state is None or state.window is None:
