@@ -53,8 +53,9 @@ def roofline(*, gpu: str, model_name: str | None, batch, prompt_len, gen_len, dt
     if gpu == "auto":
         from .microbench import measure_or_load
         with progress("measuring ceilings") as say:
+            shapes = tuple(s for t in tp for s in model.gemm_shapes(max(batch) * max(prompt_len), t)) if model else ()
             measured = measure_or_load(mode=mode, remeasure=remeasure, progress=say,
-                                       methods=tuple(methods) if methods else None)
+                                       methods=tuple(methods) if methods else None, model_shapes=shapes)
         ceilings = measured.ceilings()
         datasheet = measured.datasheet_ceilings()
     else:

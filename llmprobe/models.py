@@ -147,6 +147,17 @@ class ModelSpec:
         """KV-cache bytes one token occupies across all layers: 2 (K and V) * kv_heads * head_dim."""
         return 2 * self.kv_dim * kv_bytes * self.num_layers
 
+    def gemm_shapes(self, tokens: int, tp: int = 1) -> list[tuple[int, int, int]]:
+        """(m, n, k) of each distinct linear layer a step of ``tokens`` tokens runs on one of ``tp`` ranks: the fused
+        QKV, O, the (dense or per-expert) gate+up and down projections and the LM head. What a ceilings sweep
+        measures so that the model's own shapes are among the ones the ceiling is the best of."""
+        h, d = self.hidden_size, self.head_dim
+        inter = self.moe_intermediate_size if self.is_moe and self.moe_intermediate_size else self.intermediate_size
+        rows = max(1, tokens * self.experts_per_token // self.num_experts) if self.is_moe else tokens  # per expert
+        shapes = [(tokens, (self.num_heads + 2 * self.num_kv_heads) * d // tp, h), (tokens, h, self.num_heads * d // tp),
+                  (rows, 2 * inter // tp, h), (rows, h, inter // tp), (tokens, self.vocab_size // tp, h)]
+        return list(dict.fromkeys(shapes))
+
     def with_layers(self, n: int) -> ModelSpec:
         """The same model with its first ``n`` layers (vLLM's ``hf_overrides``)."""
         if n <= 0:

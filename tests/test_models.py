@@ -108,3 +108,13 @@ def test_counts_equal_transformers(name, write_config):
     cfg = EXTRA_CONFIGS.get(name) or load_catalog_model(name).config
     path = write_config(cfg, name)
     assert resolve_model(path).total_params == _transformers_count(cfg)
+
+
+def test_gemm_shapes_are_the_linear_layers_a_step_runs():
+    from llmprobe.models import resolve_model
+    # Llama-2-70B: 64 query heads and 8 KV heads of 128, hidden 8192, intermediate 28672, vocab 32000
+    assert resolve_model("llama-2-70b").gemm_shapes(2048, tp=2) == [
+        (2048, (64 + 16) * 128 // 2, 8192), (2048, 8192, 64 * 128 // 2), (2048, 2 * 28672 // 2, 8192),
+        (2048, 8192, 28672 // 2), (2048, 32000 // 2, 8192)]
+    # Mixtral: each expert's GEMMs see top-2 of 8 experts' share of the tokens
+    assert resolve_model("mixtral").gemm_shapes(2048)[2] == (2048 * 2 // 8, 2 * 14336, 4096)

@@ -48,9 +48,10 @@ MODES = ("quick", "default", "full")
 
 def measure(mode: str = "default", methods: tuple[str, ...] | None = None,
             say: Callable[[str], None] = lambda m: None, device: str | None = None,
-            collectives: bool = True) -> Measurement:
+            collectives: bool = True, model_shapes: tuple[tuple[int, int, int], ...] = ()) -> Measurement:
     """``device``: "cpu" measures the CPU even where a GPU is present (an engine running on the CPU);
-    ``collectives``: False leaves out the all-reduce/all-gather stage (a one-rank run does not use it)."""
+    ``collectives``: False leaves out the all-reduce/all-gather stage (a one-rank run does not use it);
+    ``model_shapes``: a model's own GEMMs (m, n, k), swept first by the GPU matmul methods."""
     if mode not in MODES:
         raise UserError(f"unknown measurement mode {mode!r}")
     t0 = time.perf_counter()
@@ -97,7 +98,7 @@ def measure(mode: str = "default", methods: tuple[str, ...] | None = None,
         warnings.append(f"{fp['other_processes']} other process(es) use this GPU: figures may be low")
     say(f"measuring {fp.get('name')}")
     import torch
-    suite = gpu.suite(mode, wanted)
+    suite = gpu.suite(mode, wanted, model_shapes)
     steps = suite.steps()
     n_gpus = torch.cuda.device_count() if collectives else 1
     stages = Stages([(label, budget) for label, budget, _ in steps]
@@ -144,7 +145,8 @@ def _age(saved: dict) -> str:
 
 def measure_or_load(mode: str = "default", remeasure: bool = False,
                     progress: Callable[[str], None] | None = None,
-                    methods: tuple[str, ...] | None = None) -> Measurement:
+                    methods: tuple[str, ...] | None = None,
+                    model_shapes: tuple[tuple[int, int, int], ...] = ()) -> Measurement:
     """Saved ceilings of this device if there are any (same card, driver, methodology), else measure and save.
 
     ``progress`` receives one message per measurement stage.
@@ -158,7 +160,7 @@ def measure_or_load(mode: str = "default", remeasure: bool = False,
             say(f"reusing ceilings from {store.path_for(device)}, measured {_age(saved)} ({saved.get('mode')} mode); "
                 "--remeasure to measure again")
             return Measurement.from_dict(saved)
-    m = measure(mode, methods, say)
+    m = measure(mode, methods, say, model_shapes=model_shapes)
     store.save(m.to_dict())
     return m
 

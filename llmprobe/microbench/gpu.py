@@ -32,7 +32,9 @@ MATMUL_SHAPES = {
     "quick": [(8192, 8192, 8192)],
     "default": [(4096, 4096, 4096), (8192, 8192, 8192), (8192, 8192, 4096), (6144, 6144, 6144)] + LLM_SHAPES[:2],
     "full": LLM_SHAPES + [(n, n, n) for n in range(2048, 16385, 2048)]
-    + [(8192, 8192, k) for k in (2048, 4096, 12288, 16384)],
+    + [(8192, 8192, k) for k in (2048, 4096, 12288, 16384)]
+    # mamf-finder's lesson: the best is not always at a multiple of 2048; a strided grid off it
+    + [(m, n, k) for m in (3328, 6912, 10496, 14080) for n in (4352, 9472) for k in (5376, 12544)],
 }
 LAYOUTS = ("nn", "nt")   # nn: a (m x k) @ b (k x n); nt: a @ w.t() with w (n x k) row-major, as F.linear
 TRITON_DOT_CONFIGS = (  # tile shapes tried for triton.dot; the best is kept (all fit sm_80 and sm_90 shared memory)
@@ -44,13 +46,15 @@ BUDGET = {"quick": (0.05, 0.15, 0.5), "default": (0.1, 0.3, 2.0), "full": (0.1, 
 # Seconds one method may spend on its sweep (per stream kernel; per matmul dtype); the acceptance
 # run's whole --full measurement is sized from these (docs/methodology.md).
 METHOD_BUDGET_S = {"quick": {"bandwidth": 3.0, "flops": 5.0}, "default": {"bandwidth": 5.0, "flops": 12.0},
-                   "full": {"bandwidth": 6.0, "flops": 18.0}}
+                   "full": {"bandwidth": 6.0, "flops": 30.0}}
 
 
 class Suite:
-    def __init__(self, mode: str, methods: set[str]):
+    def __init__(self, mode: str, methods: set[str], model_shapes: tuple[tuple[int, int, int], ...] = ()):
         import torch
         self.torch, self.mode, self.methods = torch, mode, methods
+        # the model's own GEMMs first (a budget that runs out cuts the generic shapes), then the mode's grid
+        self.matmul_shapes = list(dict.fromkeys([*model_shapes, *MATMUL_SHAPES[mode]]))
         self.clock = CudaClock()
         props = torch.cuda.get_device_properties(0)
         self.props = props
@@ -163,7 +167,7 @@ class Suite:
         """cuBLAS through torch.matmul, over shapes and both layouts; the best (shape, layout) is the ceiling."""
         torch = self.torch
         tdt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-        points = [(shape, lay) for shape in MATMUL_SHAPES[self.mode] for lay in LAYOUTS]
+        points = [(shape, lay) for shape in self.matmul_shapes for lay in LAYOUTS]
         budget = Budget(self.budget_s["flops"], len(points))
         pts = []
         for (m, n, k), lay in points:
@@ -194,7 +198,7 @@ class Suite:
         torch = self.torch
         if torch.cuda.get_device_capability() < (8, 9) or not hasattr(torch, "float8_e4m3fn"):
             return MethodResult("torch._scaled_mm", "flops", "fp8", None, False, "no fp8 tensor cores on this card")
-        points = [(shape, fast) for shape in MATMUL_SHAPES[self.mode] for fast in (False, True)]
+        points = [(shape, fast) for shape in self.matmul_shapes for fast in (False, True)]
         budget = Budget(self.budget_s["flops"], len(points))
         one = torch.ones((), device="cuda")
         pts = []
@@ -340,6 +344,6 @@ def _grid(props, fn, block: int) -> int:
     return props.multi_processor_count * blocks
 
 
-def suite(mode: str, methods: set[str]) -> Suite:
-    return Suite(mode, methods)
+def suite(mode: str, methods: set[str], model_shapes: tuple[tuple[int, int, int], ...] = ()) -> Suite:
+    return Suite(mode, methods, model_shapes)
 
