@@ -35,7 +35,9 @@ def build_page(claims_csv: Path) -> str:
            "precision and no tensor parallelism: every claim is judged on one GPU with any precision the card supports. "
            f"'Plausible' means at most {ACHIEVABLE_SHARE:.1%} of the analytic TPS ceiling: the share of datasheet "
            "bandwidth a pure read-streaming kernel reaches (llmprobe's Triton read kernel on an H100 SXM, 3.140 of "
-           "3.35 TB/s, measured 2026-11-27: [measurements](measurements/h100-sxm-2026-11-27/README.md)). "
+           "3.35 TB/s, measured 2026-11-27: [measurements](measurements/h100-sxm-2026-11-27/README.md)); it is "
+           "llmprobe's best read, not the card's (BabelStream's Dot kernel is reported at 3.18 TB/s on an Azure "
+           "ND H100 v5 VM), so a claim just above it is judged strictly. "
            "The model behind the ceilings: [model.md](model.md).", ""]
     for model in MODEL_TITLE:
         for gpu in GPU_TITLE:
