@@ -278,9 +278,10 @@ def explain_scenario(sc: ScenarioResult, record: RunRecord, inp: Inputs) -> dict
     if record.status not in (None, "complete"):
         flags.append({"kind": "record_incomplete", "message": f"the run record is {record.status}"
                       + (f" ({record.error})" if record.error else "") + ": later scenarios are missing"})
-    if ceil.kind == "measured" and ceil.mode == "quick" and _compute_bound_phases(runs[0]["totals"], ceil, f):
+    compute_bound = _compute_bound_phases(runs[0]["totals"], ceil, f) if ceil.kind == "measured" and ceil.mode == "quick" else []
+    if compute_bound:
         flags.append({"kind": "quick_ceiling", "message": "compute-bound efficiencies ("
-                      + ", ".join(_compute_bound_phases(runs[0]["totals"], ceil, f)) + ") are against the quick "
+                      + ", ".join(compute_bound) + ") are against the quick "
                       "pass's one-shape matmul ceiling, which a shape sweep beats: `llmprobe roofline --full` "
                       "(or --remeasure) on this machine measures the sweep"})
     if inp.source == "datasheet":

@@ -397,4 +397,4 @@ def _ceilings(kind: str, device: dict[str, Any], tp: int, measure: bool, say) ->
         saved = load_for_device(device)
         return saved if saved is not None and saved.get("ceilings") else None
     from .microbench import ceilings_for_profile
-    return ceilings_for_profile(kind, tp, say)[0]
+    return ceilings_for_profile(kind, tp, say)

@@ -170,21 +170,20 @@ def _serves(saved: dict, mode: str) -> bool:
     return not saved.get("partial") and (mode == "default" or saved.get("mode") == mode)
 
 
-def ceilings_for_profile(engine_device: str, tp: int, say: Callable[[str], None]) -> tuple[dict, bool]:
+def ceilings_for_profile(engine_device: str, tp: int, say: Callable[[str], None]) -> dict:
     """The ceilings a profile records: this device's saved ones (any mode), else a quick pass measured and
-    saved now. Returns (measurement dict, measured now).
+    saved now.
 
     The pass is the quick mode's torch baselines only (no Triton/CuPy compilation), with collectives only
-    where the run has more than one rank, so it adds seconds before the engine starts (10-20 s on a 2-core
-    CPU) and never a compile; it is marked partial, so a later `llmprobe roofline` measures in full.
+    where the run has more than one rank, so it adds seconds before the engine starts (8-13 s on a 2-core
+    Xeon, 2026-12-02) and never a compile; it is marked partial, so a later `llmprobe roofline` measures in full.
     """
     from . import store
-    import time
     device = current_device(engine_device)
     saved = store.load_for_device(device)
     if saved is not None and saved.get("ceilings"):
         say(f"ceilings: reusing {store.path_for(device)}, measured {_age(saved)} ({saved.get('mode')} mode)")
-        return saved, False
+        return saved
     say("ceilings: none saved for this device, measuring a quick pass before the engine starts "
         "(torch baselines; --no-ceilings skips it)")
     t0 = time.perf_counter()
@@ -192,7 +191,7 @@ def ceilings_for_profile(engine_device: str, tp: int, say: Callable[[str], None]
     d = dict(m.to_dict(), partial="torch baselines only (profile's quick pass)")
     path = store.save(d)
     say(f"ceilings: measured in {time.perf_counter() - t0:.0f} s, saved to {path} (reused by later runs)")
-    return d, True
+    return d
 
 
 __all__ = ["Measurement", "MethodResult", "ceilings_from_record", "measure", "measure_or_load"]
