@@ -66,6 +66,13 @@ for ml in "${models[@]}"; do
         --out "$out/profile-$m.json"
     i=$(( i + 1 ))
 done
+# the same Mixtral at batch 8 with the routers as vLLM's dummy loader leaves them, beside the trained-like
+# routing every run above used (docs/methodology.md, "MoE routing"): the tokens/s difference is the routing's
+ml=${models[1]}
+IFS=: read -r m layers <<<"$ml"
+step "profile --model $m --routing as-loaded (batch 8)" "${limits[2]}" "profile-$m-as-loaded.log" -- \
+    "$py" -m llmprobe profile --backend vllm --model "$m" --layers "$layers" "${args[@]}" --batch 8 --trace-steps 0 \
+    --routing as-loaded --out "$out/profile-$m-as-loaded.json"
 explain_all "${limits[3]}"
 echo "[$(( $(date +%s) - t0 ))s] done ($device)" >&2
 cat "$out/summary.txt"

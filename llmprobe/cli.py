@@ -137,6 +137,13 @@ def roofline(**options) -> None:
 @click.option("--layers", type=int, help="Run only the first N layers (a model too big for the card).")
 @click.option("--weights", type=click.Choice(["dummy", "real"]), default="dummy", show_default=True,
               help="dummy: random weights from config.json, nothing downloaded; real: a local checkpoint's.")
+@click.option("--routing", type=click.Choice(["auto", "trained-like", "as-loaded"]), default="auto", show_default=True,
+              help="MoE routers with random weights: trained-like spreads tokens over the experts as a trained "
+                   "Mixtral does; as-loaded keeps the loader's (tokens pile onto few experts). auto: trained-like "
+                   "for --weights dummy; real weights are never touched.")
+@click.option("--expert-counts/--no-expert-counts", default=True, show_default=True,
+              help="MoE: record the distinct experts each step touched, per layer (a top-k and a sum per layer "
+                   "inside the step).")
 @click.option("--dtype", default="bf16", show_default=True, help="Activation/weight dtype: bf16 or fp16.")
 @click.option("--quantization", default=None, help="vLLM quantization method, e.g. fp8.")
 @click.option("--kv-cache-dtype", default="auto", show_default=True)

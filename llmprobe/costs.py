@@ -96,14 +96,17 @@ class RankCosts:
                    allreduce_bytes_per_token=m.hidden_size * ab, allgather_bytes_per_row=m.vocab_size * ab,
                    collectives=coll)
 
-    def moe_bytes(self, tokens: float, optimistic: bool = False) -> float:
+    def moe_bytes(self, tokens: float, optimistic: bool = False, touched: float | None = None) -> float:
         """Expert weights a step of ``tokens`` reads: the expected distinct experts under uniform
-        routing, or exactly top-k (``optimistic``: the routing-independent lower bound)."""
+        routing, or exactly top-k (``optimistic``: the routing-independent lower bound), or the
+        distinct experts the step measured, summed over its MoE layers (``touched``)."""
         m = self.model
         if not m.is_moe or tokens <= 0:
             return 0.0
-        touched = m.experts_per_token if optimistic else expected_experts_touched(m.num_experts, m.experts_per_token, tokens)
-        return m.num_moe_layers * touched * self.expert_bytes
+        if touched is not None:
+            return touched * self.expert_bytes
+        per_layer = m.experts_per_token if optimistic else expected_experts_touched(m.num_experts, m.experts_per_token, tokens)
+        return m.num_moe_layers * per_layer * self.expert_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,9 +207,10 @@ def _attended_sum(cached: float, new: float, window: int | None) -> float:
     return m * cached + m * (m + 1) / 2 + (new - m) * window
 
 
-def _cost(f: Floors, tokens: float, rows: float, attended: float, kv_read_entries: float, optimistic: bool) -> StepCost:
+def _cost(f: Floors, tokens: float, rows: float, attended: float, kv_read_entries: float, optimistic: bool,
+          touched: float | None = None) -> StepCost:
     c = f.costs
-    weight_bytes = c.dense_streamed_bytes + c.moe_bytes(tokens, optimistic)
+    weight_bytes = c.dense_streamed_bytes + c.moe_bytes(tokens, optimistic, touched)
     kv_read = kv_read_entries * c.kv_entry_bytes
     kv_write = tokens * c.kv_entry_bytes
     lin = c.linear_flops_per_token * tokens + c.lm_head_flops_per_row * rows
@@ -219,13 +223,16 @@ def _cost(f: Floors, tokens: float, rows: float, attended: float, kv_read_entrie
                     comm_s=f.comm_s(tokens, rows))
 
 
-def step_cost(f: Floors, seqs: Sequence[tuple[int, int]], optimistic: bool = False) -> StepCost:
+def step_cost(f: Floors, seqs: Sequence[tuple[int, int]], optimistic: bool = False,
+              experts_touched: float | None = None) -> StepCost:
     """Cost of one forward over sequences given as (new_tokens, cached_tokens).
 
     A fresh prefill is (prompt_len, 0); a decode step is (1, context so far). Each sequence
     produces one row of logits; each attended KV entry is read once, each new one written once.
+    ``experts_touched``: the distinct experts the step measured, summed over MoE layers (else the
+    expected coverage, or top-k if ``optimistic``).
     """
-    return _cost(f, *_work(f.model, seqs), optimistic)
+    return _cost(f, *_work(f.model, seqs), optimistic, experts_touched)
 
 
 def _work(m: ModelSpec, seqs: Sequence[tuple[int, int]]) -> tuple[int, int, float, float]:
@@ -244,13 +251,13 @@ class ClassCost:
     bound: str                   # "memory" | "compute" | "communication"
 
 
-def class_costs(f: Floors, seqs: Sequence[tuple[int, int]]) -> dict[str, ClassCost]:
+def class_costs(f: Floors, seqs: Sequence[tuple[int, int]], experts_touched: float | None = None) -> dict[str, ClassCost]:
     """Each kernel class's bytes, FLOPs and floor for one step (docs/methodology.md, "Inside the step").
 
     dense_gemm: attention projections, dense MLPs and shared experts (weights once, 2 FLOPs per
     weight per token); lm_head: the logits matmul, one row per sequence; moe_experts: the expert
-    weights the step's tokens touch (expected coverage under uniform routing) and top-k experts'
-    FLOPs per token; moe_routing: the router; attention: KV entries read and written, QK and PV
+    weights the step's tokens touch (the measured coverage where given, else the expected under uniform
+    routing) and top-k experts' FLOPs per token; moe_routing: the router; attention: KV entries read and written, QK and PV
     FLOPs; elementwise: what the norms, rotary, activation and residual adds must each read and
     write once per token (activations, unfused); communication: the collectives' alpha-beta time;
     sampling: reading the logits once (fp32). Copies and "other" have no floor.
@@ -278,7 +285,7 @@ def class_costs(f: Floors, seqs: Sequence[tuple[int, int]]) -> dict[str, ClassCo
         "sampling": roof(rows * m.vocab_size * 4, 0.0),   # the gathered, full-vocabulary logits
     }
     if m.is_moe:
-        out["moe_experts"] = roof(c.moe_bytes(tokens), 2 * tokens * m.num_moe_layers * m.experts_per_token
+        out["moe_experts"] = roof(c.moe_bytes(tokens, touched=experts_touched), 2 * tokens * m.num_moe_layers * m.experts_per_token
                                   * m.expert_params / t)
         out["moe_routing"] = roof(router * ab / t, 2 * tokens * router / t)
     comm = f.comm_s(tokens, rows)

@@ -25,7 +25,7 @@ from typing import Any
 from .dtypes import kv_dtype_of, nbytes
 from .errors import UserError
 from .hardware import Ceilings, match_device_name, resolve_gpu
-from .models import from_hf_config
+from .models import ModelSpec, expected_experts_touched, from_hf_config
 from .records import Run, RunRecord, ScenarioResult, sampling_label
 from .costs import Floors, RankCosts, step_cost
 from .memory import card_of
@@ -35,6 +35,7 @@ from .traces import explain_kernels
 
 SPREAD_LIMIT = 0.05
 BEATS_FLOOR = 0.98   # a step measured under 98% of its floor: the model or the ceilings are wrong
+COVERAGE_LOW = 0.9   # decode touched under 90% of the experts uniform routing would: optimistic for a trained model
 FLOOR_PARTS = ("weights_s", "kv_read_s", "kv_write_s", "linear_flops_s", "attention_flops_s", "comm_s")
 # The parts of a phase's time, grouped as tables and charts show them, in this order.
 PART_GROUPS = [
@@ -125,13 +126,14 @@ def run_breakdown(run: Run, f: Floors) -> dict[str, Any]:
     spans = timeline(run)
     for st, sp in zip(run.steps, spans):
         seqs = st.work
-        floor = step_cost(f, seqs)
+        # a MoE step read the experts its tokens touched: its floor is priced on the coverage it measured
+        floor = step_cost(f, seqs, experts_touched=st.experts.touched() if st.experts else None)
         kind = st.phase
         phase = phases["decode" if kind == "decode" else "prefill"]
         t = st.time_s
-        if f.model.is_moe and t < BEATS_FLOOR * floor.floor_s:
-            # The MoE floor counts the experts uniform routing is expected to touch; a step whose
-            # tokens shared experts touched fewer. Only the top-k minimum is a floor no step can beat.
+        if f.model.is_moe and st.experts is None and t < BEATS_FLOOR * floor.floor_s:
+            # Unmeasured coverage (records from before it was counted): the floor assumes the experts uniform
+            # routing is expected to touch; only the top-k minimum is a floor no step can beat.
             lower = step_cost(f, seqs, optimistic=True)
             if t >= BEATS_FLOOR * lower.floor_s:
                 floor, concentrated = lower, concentrated + 1
@@ -157,6 +159,28 @@ def run_breakdown(run: Run, f: Floors) -> dict[str, Any]:
                            "bound": floor.bound})
     phases["decode"]["host_between_steps_s"] += spans[-1]["tail_s"]
     return {"phases": phases, "totals": totals, "beaten": beaten, "concentrated": concentrated}
+
+
+def expert_coverage(sc: ScenarioResult, spec: ModelSpec, routing: str | None) -> dict[str, Any] | None:
+    """Per phase: distinct experts per MoE layer the steps measured, against the uniform-routing expectation for
+    the same tokens and the top-k minimum; None where the record did not count experts."""
+    if not spec.is_moe:
+        return None
+    out: dict[str, Any] = {"num_experts": spec.num_experts, "top_k": spec.experts_per_token, "routing": routing}
+    layers = spec.num_moe_layers
+    for ph in ("prefill", "decode"):
+        steps = [st for r in sc.runs for st in r.steps if st.phase == ph and st.experts is not None]
+        if not steps:
+            continue
+        tokens = sorted(st.prefill_tokens + st.decode_tokens for st in steps)
+        measured = sum(st.experts.touched() for st in steps) / len(steps) / layers
+        expected = sum(expected_experts_touched(spec.num_experts, spec.experts_per_token, st.prefill_tokens
+                                                + st.decode_tokens) for st in steps) / len(steps)
+        load = sum(sum(st.experts.max_load) for st in steps) / len(steps) / layers
+        out[ph] = {"steps": len(steps), "tokens_per_step": tokens[len(tokens) // 2], "measured": measured,
+                   "expected": expected, "ratio": measured / expected, "top_k_minimum": spec.experts_per_token,
+                   "max_load": load}
+    return out if "prefill" in out or "decode" in out else None
 
 
 def sampling(sc: ScenarioResult, temperature: float | None) -> dict[str, Any] | None:
@@ -239,7 +263,7 @@ def explain_scenario(sc: ScenarioResult, record: RunRecord, inp: Inputs) -> dict
         flags.append({"kind": "routing_concentrated", "message":
                       f"{concentrated} MoE step(s) ran under the floor that assumes uniform routing (but not under the "
                       f"top-k minimum): their tokens touched fewer distinct experts than uniform routing predicts; "
-                      f"they are explained against the top-k floor"})
+                      f"they are explained against the top-k floor (this record did not count experts)"})
     for key, s in sm.items():
         ci = s.get("median_ci")
         if ci and s.get("median"):   # how well the median is known; the min-max range only grows with more runs
@@ -301,6 +325,17 @@ def explain_scenario(sc: ScenarioResult, record: RunRecord, inp: Inputs) -> dict
                          "excess_s": first - measured_wall}
     out["kernels"] = explain_kernels(sc.trace, f)
     out["sampling"] = sampling(sc, record.config.get("temperature"))
+    cov = expert_coverage(sc, f.model, record.config.get("routing"))
+    if cov:
+        out["experts"] = cov
+    low = (cov or {}).get("decode")
+    if low and low["ratio"] < COVERAGE_LOW:
+        how = {"as-loaded": " (routing as loaded: random routers; --routing trained-like spreads them)",
+               "trained-like": " (trained-like routers: the tokens themselves repeat, e.g. greedy decoding in a cycle)"}
+        flags.append({"kind": "low_expert_coverage", "message": f"decode steps touched {low['measured']:.2f} of "
+                      f"{cov['num_experts']} experts per layer, {1 - low['ratio']:.0%} under the {low['expected']:.2f} uniform "
+                      f"routing touches: tokens/s is optimistic for a trained checkpoint"
+                      + how.get(cov.get("routing") or "", "")})
     out["flags"] = flags
     out["explained"] = not beaten
     if beaten:  # a measurement under its floor is flagged, not explained

@@ -233,6 +233,8 @@ def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1)
         opts["trace_dir"] = (os.path.splitext(os.path.abspath(out))[0] + ".traces" if out
                              else tempfile.mkdtemp(prefix="llmprobe-traces-"))
         os.makedirs(opts["trace_dir"], exist_ok=True)
+    if opts.get("routing", "auto") == "auto":   # a checkpoint's own routing, else one like a trained model's
+        opts["routing"] = "trained-like" if spec.is_moe and opts.get("weights", "dummy") == "dummy" else "as-loaded"
     eo = EngineOptions(model=spec, model_path=model_path, **opts)
     check_options(backend, eo)
     say = progress or (lambda msg: None)
@@ -260,6 +262,7 @@ def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1)
             "config": {"model": spec.name, "model_source": spec.source, "layers": spec.num_layers,
                        "full_layers": spec.full_num_layers or spec.num_layers, "layers_note": spec.layers_note,
                        "backend": backend, "runs": runs, "warmup": warmup, "weights": eo.weights,
+                       "routing": eo.routing if spec.is_moe else None, "expert_counts": eo.expert_counts and spec.is_moe,
                        "dtype": eo.dtype, "weight_dtype": weight_dtype, "quantization": eo.quantization,
                        "kv_cache_dtype": eo.kv_cache_dtype, "tp": eo.tp, "pp": eo.pp, "max_model_len": eo.max_model_len,
                        "gpu_memory_utilization": eo.gpu_memory_utilization, "enforce_eager": eo.enforce_eager,

@@ -168,6 +168,29 @@ class SeqRow:
         return cls(str(row[0]), row[1], row[2], row[3])
 
 
+@dataclass(frozen=True, slots=True)
+class ExpertLoad:
+    """A MoE step's routing, measured per layer (engines/routing.py): distinct experts its tokens touched and the
+    most tokens one expert got; ``routed_tokens`` is what the router saw (above the step's tokens: graph padding)."""
+    distinct: list[int]
+    max_load: list[int]
+    routed_tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return _as_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> ExpertLoad:
+        _need(isinstance(d, dict) and {"distinct", "max_load", "routed_tokens"} <= set(d), where,
+              "experts must hold distinct, max_load and routed_tokens")
+        _need(len(d["distinct"]) == len(d["max_load"]), where, "experts: one distinct and max_load per layer")
+        return cls(list(d["distinct"]), list(d["max_load"]), int(d["routed_tokens"]))
+
+    def touched(self) -> int:
+        """Distinct experts summed over the MoE layers: the expert weights a step reads, in experts."""
+        return sum(self.distinct)
+
+
 @dataclass(slots=True)
 class Step:
     """One forward pass: its host interval (s from the run's start), host and device time, and its sequences."""
@@ -186,6 +209,7 @@ class Step:
     mixed: bool = False
     sample_host_ms: float | None = None     # vLLM: the step's sample_tokens part (the sampler; V2: the logits too)
     sample_device_ms: float | None = None
+    experts: ExpertLoad | None = None       # MoE: the routing this step measured
     extra: dict[str, Any] = field(default_factory=dict)   # keys this version does not type (per-rank times): kept
 
     @property
@@ -206,7 +230,8 @@ class Step:
         d = _as_dict(self)
         d["seqs"] = [r.to_list() for r in self.seqs]
         extra = d.pop("extra")
-        for k in ("sample_host_ms", "sample_device_ms"):   # absent where the engine has no sampler hook (hf)
+        d["experts"] = self.experts.to_dict() if self.experts else None
+        for k in ("sample_host_ms", "sample_device_ms", "experts"):   # absent where the engine has no such hook
             if d[k] is None:
                 del d[k]
         return {**d, **extra}
@@ -220,8 +245,9 @@ class Step:
         _need(d.get("device_ms") is None or _num(d["device_ms"]), where, "device_ms must be a number or null")
         _need(isinstance(d["seqs"], list), where, "seqs must be a list")
         known = {f.name for f in fields(cls)}
-        return cls(**_known(cls, d, ("seqs", "extra")), seqs=[SeqRow.from_list(r, where) for r in d["seqs"]],
-                   extra={k: v for k, v in d.items() if k not in known})
+        experts = ExpertLoad.from_dict(d["experts"], where) if d.get("experts") else None
+        return cls(**_known(cls, d, ("seqs", "extra", "experts")), seqs=[SeqRow.from_list(r, where) for r in d["seqs"]],
+                   experts=experts, extra={k: v for k, v in d.items() if k not in known})
 
 
 @dataclass(slots=True)

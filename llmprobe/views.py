@@ -236,6 +236,14 @@ def explain_sections(explained: dict[str, Any]) -> list[Section]:
             secs.append((f"Sampling — {tag}", ["sampling", "sample_tokens per decode step", "of the decode step", "timer"],
                          [[smp["method"], seconds(smp["decode_ms_per_step"] / 1e3), f"{smp['share_of_decode_step']:.1%}",
                            smp["timer"]]]))
+        cov = s.get("experts")
+        if cov and any(ph in cov for ph in ("prefill", "decode")):
+            secs.append((f"Expert coverage per MoE layer — {tag} (routing: {cov.get('routing') or '-'})",
+                         ["phase", "tokens per step", "distinct experts measured", "uniform routing", "top-k minimum",
+                          "measured / uniform", "most tokens on one expert"],
+                         [[ph, c["tokens_per_step"], f"{c['measured']:.2f} of {cov['num_experts']}", f"{c['expected']:.2f}",
+                           c["top_k_minimum"], f"{c['ratio']:.0%}", f"{c['max_load']:.1f}"]
+                          for ph, c in ((ph, cov[ph]) for ph in ("prefill", "decode") if ph in cov)]))
         for ph in ("prefill", "decode") if s.get("kernels") else ():
             if s["kernels"][ph]:
                 secs.append(_kernel_section(s["kernels"], ph, tag))

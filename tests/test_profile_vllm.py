@@ -61,12 +61,14 @@ def test_a_batch_of_8_starts_as_one_batch(monkeypatch, multiprocessing):
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core per rank")
 def test_tensor_parallel_2_keeps_the_slowest_rank(monkeypatch, tmp_path):
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0|1")   # the CPU build binds one core per rank
-    rec = profile("tiny-llama", [Scenario(2, 12, 4)], backend="vllm", runs=1, warmup=1,
+    rec = profile("tiny-mixtral", [Scenario(2, 12, 4)], backend="vllm", runs=1, warmup=1,
                   engine_options={**EAGER, "tp": 2})
     check_record(rec, tmp_path)
     assert rec["engine"]["ranks"] == 2 and rec["config"]["tp"] == 2
     for st in rec["scenarios"][0]["runs"][0]["steps"]:
         assert len(st["rank_host_ms"]) == 2 and st["host_ms"] == max(st["rank_host_ms"])
+        # both ranks route the same tokens (the router is replicated): the merged coverage is either's
+        assert st["experts"]["routed_tokens"] == st["prefill_tokens"] + st["decode_tokens"]
 
 
 def test_mixed_steps_are_classified():

@@ -38,6 +38,8 @@ class EngineOptions:
     seed: int = 0
     temperature: float = 0.0          # 0: greedy; > 0: sampled at this temperature, top-p 1, no top-k
     trace_dir: str | None = None      # where traced runs write their profiler traces (profile --trace-steps)
+    expert_counts: bool = True        # MoE: count each step's routed experts per layer (engines/routing.py)
+    routing: str = "as-loaded"        # MoE with random weights: "trained-like" sets the routers (engines/routing.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from ..dtypes import torch_name
 from ..errors import MissingDependency, UserError
 from .base import Engine, EngineOptions, TraceSpec, admission, classify, request_timing
+from .routing import ExpertCounter, set_routing
 from .tracing import ProfilerWindow, step_scope
 
 
@@ -132,6 +133,12 @@ class HfEngine(Engine):
         self._tracer: _Tracer | None = None
         self._moe = opts.model.is_moe
         self.experts_seen: dict[str, list[str]] = {}   # phase -> experts implementations that ran
+        self.experts = None
+        if self._moe:
+            set_routing(self.model, opts.routing, opts.seed)   # as-loaded: nothing; real weights: refused before here
+            if opts.expert_counts:
+                m = opts.model
+                self.experts = ExpertCounter(self.model, m.num_experts, m.experts_per_token, m.num_layers)
         self._hooks = [self.model.register_forward_pre_hook(self._pre, with_kwargs=True),
                        self.model.register_forward_hook(self._post, with_kwargs=True)]
 
@@ -181,6 +188,8 @@ class HfEngine(Engine):
             rec["_ev"][1] = self.clock.event()
         rec["_t_end"] = time.perf_counter()
         self._cached += rec["seqs"][0][1]
+        if self.experts is not None:   # after the step's end event: the copy is no step's time
+            self.experts.snapshot()
         if self._tracer is not None:
             self._tracer.after_step(len(self._steps) - 1)   # profiler stops here
 
@@ -197,6 +206,8 @@ class HfEngine(Engine):
                                    self.device == "cuda")
         ids = torch.tensor(prompts, device=self.device)
         self._steps, self._cached = [], 0
+        if self.experts is not None:
+            self.experts.reset()
         stamps = _Stamps()
         with torch.inference_mode():
             stamps.t0 = t0 = time.perf_counter()
@@ -210,6 +221,7 @@ class HfEngine(Engine):
             wall = time.perf_counter() - t0
         if self.clock:
             self.clock.synchronize()
+        loads = self.experts.drain() if self.experts is not None else []
         steps = []
         for k, rec in enumerate(self._steps):
             ev = rec.pop("_ev")
@@ -217,6 +229,8 @@ class HfEngine(Engine):
                           "gap_ms": rec["gap_ms"], "host_ms": (rec["_t_end"] - rec["_t_start"]) * 1e3,
                           "device_ms": self.clock.elapsed_s(*ev) * 1e3 if ev else None, "seqs": rec["seqs"],
                           **classify(rec["seqs"])})
+            if loads:
+                steps[-1]["experts"] = loads[k]
         # generate() returns every row together: all requests share the step times.
         requests = [request_timing(f"r{i}", len(p), stamps.times) for i, p in enumerate(prompts)]
         for r, row in zip(requests, out[:, ids.shape[1]:].tolist()):
@@ -233,3 +247,6 @@ class HfEngine(Engine):
         for h in getattr(self, "_hooks", []):
             h.remove()
         self._hooks = []
+        if getattr(self, "experts", None) is not None:
+            self.experts.remove()
+            self.experts = None

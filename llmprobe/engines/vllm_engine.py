@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import MissingDependency, UserError
 from .base import Engine, EngineOptions, TraceSpec, admission, classify, request_timing
+from .routing import ENV_MOE, worker_settings
 from .vllm_hooks import merge_ranks
 
 _EXTENSION = "llmprobe.engines.vllm_hooks.StepTimerExtension"
@@ -35,6 +36,19 @@ def _quiet_vllm_logging() -> None:
         log.addHandler(h)
         log.setLevel(os.environ.get("LLMPROBE_VLLM_LOG_LEVEL", "ERROR"))
         log.propagate = False
+
+
+@contextlib.contextmanager
+def _environ(key: str, value: str):
+    old = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
 
 
 def import_vllm():
@@ -92,8 +106,11 @@ class VllmEngine(Engine):
             kw["gpu_memory_utilization"] = opts.gpu_memory_utilization
         kw.update({k: v for k, v in opts.extra.items() if k != "kv_cache_memory_bytes"})
         self.engine_args = {k: v for k, v in kw.items() if k != "model"}
+        # the workers (spawned inside LLM()) read this when their loader returns the model
+        moe = worker_settings(opts.expert_counts, opts.routing, opts.seed) if opts.model.is_moe else ""
         try:
-            self.llm = LLM(**kw)
+            with _environ(ENV_MOE, moe):
+                self.llm = LLM(**kw)
         except Exception as e:  # engine start failures carry vLLM's own reason; keep it to one line
             self.close()
             hint = ""

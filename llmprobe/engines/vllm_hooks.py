@@ -10,6 +10,9 @@ On CUDA, events are recorded on the current stream right before ``execute_model`
 the step's last call; nothing synchronizes inside a step (async scheduling returns before the
 kernels finish), and the events are resolved only in ``llmprobe_fetch``.
 
+MoE models: the loader installs expert counters before vLLM compiles the model (engines/routing.py);
+each step's counts are snapshotted on the device in ``end`` and read back in ``llmprobe_fetch``.
+
 Traced runs (``llmprobe_trace`` before the run, ``llmprobe_trace_finish`` after) put a window of steps
 under the PyTorch profiler (engines/tracing.py), started and stopped outside the step timers; each
 traced step is annotated ``llmprobe::step[p=…,d=…]`` and its sampler ``llmprobe::sample_tokens``.
@@ -20,7 +23,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .routing import merge_rank_experts, patch_vllm_loader
 from .tracing import step_scope
+
+try:   # every worker imports this module (the extension class) before it loads the model
+    patch_vllm_loader()
+except ImportError:   # vLLM absent: the module is read for its helpers only
+    pass
 
 
 def _rows(so, prompt_lens: dict[str, int]) -> list[list[Any]]:
@@ -57,6 +66,7 @@ class _StepState:
         self.last_end: float | None = None
         self.window = None      # tracing.ProfilerWindow of a traced run
         self.scope = None       # the open step annotation of a traced step
+        self.experts = None     # routing.ExpertCounter of a MoE model
 
     def begin(self, so) -> None:
         rows = _rows(so, self.prompt_lens)
@@ -103,6 +113,8 @@ class _StepState:
         if rec["ev"] is not None:
             rec["ev"][1] = self.clock.event()
         rec["t_end"] = self.last_end = t
+        if self.experts is not None:   # after the step's end event: the copy is no step's time
+            self.experts.snapshot()
         self.steps.append(rec)
         if self.window is not None:
             self.window.after(len(self.steps) - 1)   # the profiler stops here
@@ -110,8 +122,13 @@ class _StepState:
     def fetch(self) -> list[dict[str, Any]]:
         if self.clock is not None and self.steps:
             self.clock.synchronize()
+        loads = self.experts.drain() if self.experts is not None else []
+        if self.experts is not None and len(loads) != len(self.steps):   # steps from before the counters: none kept
+            loads = [None] * len(self.steps)
         out = []
-        for rec in self.steps:
+        for k, rec in enumerate(self.steps):
+            if loads:
+                rec["experts"] = loads[k]
             ev = rec.pop("ev")
             rec["device_ms"] = self.clock.elapsed_s(ev[0], ev[1]) * 1e3 if ev else None
             if ev and ev[2] is not None:
@@ -169,6 +186,9 @@ class StepTimerExtension:
                 return out
 
             self.execute_model, self.sample_tokens = timed_execute_model, timed_sample_tokens
+            state.experts = getattr(self._model(), "_llmprobe_experts", None)
+            if state.experts is not None:
+                state.experts.reset()   # warm-up and graph-capture forwards are no step's
             self._llmprobe_state = state
         return self._rank()
 
@@ -184,13 +204,7 @@ class StepTimerExtension:
         runner's class (vLLM's GPU build picks Model Runner V1 or V2 per model), each attention layer's
         backend, and each fused-MoE layer's method class."""
         runner = getattr(self, "model_runner", None)
-        model = None
-        for get in (lambda: runner.get_model(), lambda: runner.model):
-            try:
-                model = get()
-                break
-            except Exception:   # a runner without that accessor: try the next
-                continue
+        model = self._model()
         attention, moe = set(), set()
         for m in (model.modules() if model is not None else ()):
             backend = getattr(m, "attn_backend", None)
@@ -244,6 +258,16 @@ class StepTimerExtension:
         state = getattr(self, "_llmprobe_state", None)
         return state.fetch() if state is not None else []
 
+    def _model(self):
+        """The worker's model (unwrapped from any CUDA-graph wrapper), or None."""
+        runner = getattr(self, "model_runner", None)
+        for get in (lambda: runner.get_model(), lambda: runner.model):
+            try:
+                return get()
+            except Exception:   # a runner without that accessor: try the next
+                continue
+        return None
+
     def _rank(self) -> int:
         return int(getattr(self, "rank", 0) or 0)
 
@@ -263,5 +287,7 @@ def merge_ranks(per_rank: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
             base["rank_host_ms"] = [r["host_ms"] for r in recs]
             base["device_ms"] = max(dev) if all(d is not None for d in dev) else None
             base["host_ms"] = max(r["host_ms"] for r in recs)
+            if any(r.get("experts") for r in recs):
+                base["experts"] = merge_rank_experts([r.get("experts") for r in recs])
         merged.append(base)
     return merged
