@@ -41,7 +41,10 @@ def moe_blocks(model) -> list[tuple[int, Any]]:
 
 
 class ExpertCounter:
-    """Tokens routed to each expert, per layer, since the last snapshot; one snapshot per step."""
+    """Tokens routed to each expert, per layer, since the last snapshot; one snapshot per step.
+
+    In vLLM the hooks are traced into the compiled model: they stay for the engine's life (``remove`` is for
+    eager models), so a run with the step timers uninstalled still counts."""
 
     def __init__(self, model, num_experts: int, top_k: int, num_layers: int):
         import torch
@@ -50,22 +53,32 @@ class ExpertCounter:
             raise ValueError("the model has no MoE block with a router")
         # the config's count: vLLM's CPU build may repack a router's weight into another layout after loading
         self.num_experts, self.top_k = int(num_experts), int(top_k)
-        device = next(model.parameters()).device
+        device = getattr(self.blocks[0][1], "weight", next(model.parameters())).device   # the routers' own device
         # layers not on this rank (pipeline parallel) stay zero; merge_ranks takes the max over ranks
         self.counts = torch.zeros(num_layers, self.num_experts, dtype=torch.int32, device=device)
         self._experts = torch.arange(self.num_experts, device=device)
+        # the step's real tokens: a CUDA graph pads a batch to its captured size, and padded rows (stale inputs)
+        # would route to real experts; they come last, so rows at or past this count are not counted
+        self._real = torch.full((), torch.iinfo(torch.int64).max, dtype=torch.int64, device=device)
         self._snaps: list[Any] = []
         self._handles = [gate.register_forward_hook(self._hook(layer)) for layer, gate in self.blocks]
 
     def _hook(self, layer: int):
-        counts, experts, k = self.counts, self._experts, self.top_k
+        import torch
+        counts, experts, real, k = self.counts, self._experts, self._real, self.top_k
 
         def count(module, args, out):
-            # T = tokens, E = experts; the comparison instead of bincount/one_hot: no host sync, graph-safe
-            logits = out[0] if isinstance(out, tuple) else out                  # [T, E]
-            chosen = logits.topk(k, dim=-1).indices.reshape(-1, 1)             # [T*k, 1]
-            counts[layer] += (chosen == experts).sum(0, dtype=counts.dtype)    # [E]
+            # T = tokens, E = experts; comparisons instead of bincount/one_hot: no host sync, graph-safe
+            logits = out[0] if isinstance(out, tuple) else out                          # [T, E]
+            chosen = logits.topk(k, dim=-1).indices                                     # [T, k]
+            keep = torch.arange(logits.shape[0], device=logits.device) < real           # [T]
+            hit = (chosen.unsqueeze(-1) == experts) & keep.view(-1, 1, 1)               # [T, k, E]
+            counts[layer] += hit.sum((0, 1), dtype=counts.dtype)                        # [E]
         return count
+
+    def set_tokens(self, n: int) -> None:
+        """Before a step's forward (outside its timers): how many of the rows the router sees are real."""
+        self._real.fill_(int(n))
 
     def snapshot(self) -> None:
         """End of a step: keep its counts (a device copy, no sync) and start the next step from zero."""

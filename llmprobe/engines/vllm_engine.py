@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import MissingDependency, UserError
 from .base import Engine, EngineOptions, TraceSpec, admission, classify, request_timing
-from .routing import ENV_MOE, worker_settings
+from .routing import ENV_MOE, patch_vllm_loader, worker_settings
 from .vllm_hooks import merge_ranks
 
 _EXTENSION = "llmprobe.engines.vllm_hooks.StepTimerExtension"
@@ -39,9 +39,13 @@ def _quiet_vllm_logging() -> None:
 
 
 @contextlib.contextmanager
-def _environ(key: str, value: str):
+def _environ(key: str, value: str | None):
+    """``key`` set to ``value`` (None: unset) inside, as it was after."""
     old = os.environ.get(key)
-    os.environ[key] = value
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value
     try:
         yield
     finally:
@@ -65,6 +69,7 @@ class VllmEngine(Engine):
 
     def __init__(self, opts: EngineOptions):
         vllm = import_vllm()
+        patch_vllm_loader()   # an in-process engine core loads the model in this very process
         from vllm import LLM
         self.opts = opts
         self.version = vllm.__version__
@@ -108,8 +113,11 @@ class VllmEngine(Engine):
         self.engine_args = {k: v for k, v in kw.items() if k != "model"}
         # the workers (spawned inside LLM()) read this when their loader returns the model
         moe = worker_settings(opts.expert_counts, opts.routing, opts.seed) if opts.model.is_moe else ""
+        # the counters are traced into the compiled graph, but vLLM's AOT compile cache (0.26, torch >= 2.10) keys
+        # on the config and the forward's code only: a graph saved without them would load without them
+        aot = "0" if moe and opts.expert_counts else os.environ.get("VLLM_USE_AOT_COMPILE")
         try:
-            with _environ(ENV_MOE, moe):
+            with _environ(ENV_MOE, moe), _environ("VLLM_USE_AOT_COMPILE", aot):
                 self.llm = LLM(**kw)
         except Exception as e:  # engine start failures carry vLLM's own reason; keep it to one line
             self.close()

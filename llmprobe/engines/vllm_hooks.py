@@ -20,16 +20,15 @@ traced step is annotated ``llmprobe::step[p=…,d=…]`` and its sampler ``llmpr
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
 from .routing import merge_rank_experts, patch_vllm_loader
 from .tracing import step_scope
 
-try:   # every worker imports this module (the extension class) before it loads the model
-    patch_vllm_loader()
-except ImportError:   # vLLM absent: the module is read for its helpers only
-    pass
+if "vllm" in sys.modules:   # a worker importing its extension class, before it loads the model; elsewhere the
+    patch_vllm_loader()      # engine patches after import_vllm (vLLM 0.26 configures logging when imported)
 
 
 def _rows(so, prompt_lens: dict[str, int]) -> list[list[Any]]:
@@ -167,6 +166,8 @@ class StepTimerExtension:
             def timed_execute_model(scheduler_output, *args, **kwargs):
                 if scheduler_output.total_num_scheduled_tokens == 0:
                     return execute_model(scheduler_output, *args, **kwargs)
+                if state.experts is not None:   # before the step's timers: padded rows are not counted
+                    state.experts.set_tokens(scheduler_output.total_num_scheduled_tokens)
                 state.begin(scheduler_output)
                 out = execute_model(scheduler_output, *args, **kwargs)
                 if out is None:   # the step goes on in sample_tokens
