@@ -120,20 +120,23 @@ def calibrated_rows(records: Sequence[tuple[str, RunRecord]], model: ModelSpec |
                 try:
                     pred = predict(cal, b, prompt_len, gen_len, ceilings=spec.ceilings(), tp=tp, model=model,
                                    gpu_label=spec.id)
-                    fits, advice, tps, iv = True, None, pred["tps"], pred["interval"]["tps"]
-                    how = pred["kind"]
+                    fits, advice, iv, how = True, None, pred["interval"]["tps"], pred["kind"]
+                    ok = pred["predictable"]["tps"]
+                    tps = pred["tps"] if ok else None   # an interval wider than x2 is no figure to price
+
                 except UserError as e:
                     if "does not fit" not in str(e):
                         raise
                     s = scenario(Floors.of(target, spec.ceilings(), tp=tp), card_of(spec.ceilings()), b, prompt_len,
                                  gen_len, advise=True)
-                    fits, advice, tps, iv, how = False, s.fit_advice, None, None, None
+                    fits, advice, tps, iv, how, ok = False, s.fit_advice, None, None, None, None
                 for price in price_for(prices, None, spec.id) or [None]:
                     cost = _cost_fields(tps, price, tp, tokens)
                     rows.append({"kind": "predicted", "model": target.name, "layers_note": None, "gpu": spec.id,
                                  "tp": tp, "gpus": tp, "provider": price.provider if price else None,
                                  "provider_ran": None, "batch": b, "prompt_len": prompt_len, "gen_len": gen_len,
-                                 "tps": tps, "tps_interval": iv, "prediction": how, "fits_in_memory": fits,
+                                 "tps": tps, "tps_interval": iv, "prediction": how, "predictable": ok,
+                                 "fits_in_memory": fits,
                                  "fit_advice": advice, "efficiency": None,
                                  "efficiency_from": "calibrated on " + ", ".join(p for p, _ in records),
                                  "usd_per_million_tokens_interval": (

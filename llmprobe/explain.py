@@ -325,6 +325,13 @@ def explain_scenario(sc: ScenarioResult, record: RunRecord, inp: Inputs) -> dict
                          "excess_s": first - measured_wall}
     out["kernels"] = explain_kernels(sc.trace, f)
     out["sampling"] = sampling(sc, record.config.get("temperature"))
+    jpt = sc.summary.get("joules_per_token")
+    if jpt:   # NVML's energy counter around each measured run, all the engine's GPUs
+        tel = sc.telemetry or {}
+        out["energy"] = {"joules_per_output_token": jpt["median"], "power_w": (tel.get("power_w") or {}).get("median"),
+                         "sm_clock_mhz": (tel.get("sm_clock_mhz") or {}).get("median"),
+                         "power_limit_w": record.device.get("power_limit_w"),
+                         "gpus": record.config.get("tp", 1) * record.config.get("pp", 1)}
     cov = expert_coverage(sc, f.model, record.config.get("routing"))
     if cov:
         out["experts"] = cov

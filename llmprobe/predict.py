@@ -1,27 +1,29 @@
 """Calibrated prediction: one step-time model fitted on measured steps, then TTFT, TPOT, latency and
-TPS of scenarios, cards and models never run, each with an interval.
+TPS of scenarios, cards and models never run, each with an interval that says how well it is known.
 
-Every measured step of the calibration records (prefill, decode and mixed alike: the same weights
-read, the same GEMMs, the same host loop) is fitted to
+Every measured step of the calibration records (prefill, decode and mixed alike) is fitted to
 
-    step time = fixed + a1 * memory floor [one-token steps] + a * memory floor [others]
-                + b * compute floor + communication floor
+    step time = fixed + w * weights floor + v * KV floor + c * compute floor + communication floor
 
-by non-negative least squares in relative terms. ``a`` and ``b`` are inverse efficiencies of the
-memory and compute paths; ``a1`` is ``a`` for steps that carry one token, which BLAS libraries run
-as matrix-vector kernels of their own efficiency; ``fixed`` is the per-step host and launch cost.
-Where the steps cannot tell two attributions apart (a fixed cost from a memory floor that never
-varied), every fit within 1% of the best is kept: the prediction is the middle of what they say
-(minimax in relative error) and its interval spans them all. Runs add a lead, a gap per decode
-step and a tail, each the median over the calibration runs (docs/model.md, "Calibrated prediction").
+by least squares in relative terms, each floor that very step's (bytes or FLOPs over the measured
+ceilings). ``w``, ``v`` and ``c`` are inverse efficiencies and never below 1: no path runs faster than
+its measured ceiling, so no prediction is faster than physics by construction. The KV term carries
+attention's cost as the context grows. ``fixed`` (>= 0) is the per-step host and launch cost. What
+the steps cannot tell apart (a fixed cost from a weights term that never varied: one dense model reads
+the same weights every step) is kept, not guessed: every exactly equivalent fit is carried, the point is
+the middle of what they say and the interval spans them. Uncertainty: a bootstrap over the calibration
+runs (resampled within each scenario), the run-to-run spread, the engine-to-engine spread where the
+calibration holds two engine starts, and a widening per doubling of distance outside the calibrated
+batch, context and layer count (docs/model.md, "Calibrated prediction").
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import random
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .costs import Floors, RankCosts, StepCost, decode_cost, prefill_cost, step_cost
@@ -34,26 +36,57 @@ from .profiling import run_metrics
 from .records import RunRecord
 from .roofline import scenario
 
-EXTRAPOLATION_MARGIN = 0.10   # on top of the calibration spread, for scenarios not calibrated on
-TRANSFER_MARGIN = 0.30        # on top of that, for another card: its efficiencies are assumed, not measured
-INDISTINGUISHABLE = 0.01      # fits whose relative squared residual is within 1% of the best one
-TERMS = ("fixed_s", "one_token_memory_factor", "memory_factor", "compute_factor")
+# Relative widening per doubling of distance outside the calibrated batch, context and layer count: the
+# EPYC validation of 2026-11-27 (docs/measurements/cpu-epyc-2026-11-27/predict-validation.md) missed by
+# -2.4% at 2x the calibrated context, -7-8% at 4x and -17.6% at 8x: about 8% per doubling.
+WIDEN_PER_DOUBLING = 0.08
+TRANSFER_MARGIN = 0.30        # on top, for another card: its efficiencies are assumed, not measured
+NOT_PREDICTABLE = 2.0         # an interval wider than x2 (high / low) is no prediction
+BOOTSTRAP = 200               # resamples of the calibration runs
+EQUIVALENT = 1e-6             # fits whose squared residual is within this of the best: the steps cannot part them
+TERMS = ("fixed_s", "weights_factor", "kv_factor", "compute_factor")
 
 
-def _terms(cost: StepCost, one_token_fitted: bool = True) -> tuple[float, float, float, float]:
-    one = cost.tokens == 1 and one_token_fitted
-    return 1.0, cost.memory_s if one else 0.0, 0.0 if one else cost.memory_s, cost.compute_s
+def _floors(cost: StepCost) -> tuple[float, float, float]:
+    """(weights, KV, compute) floors of a step, s."""
+    mem_bytes = cost.weight_bytes + cost.kv_read_bytes + cost.kv_write_bytes
+    w = cost.memory_s * cost.weight_bytes / mem_bytes if mem_bytes else 0.0
+    return w, cost.memory_s - w, cost.compute_s
 
 
-def _solve(rows: list[list[float]], cols: tuple[int, ...]) -> list[float] | None:
-    """Least squares of rows[:, cols] @ x = 1 by the normal equations on unit-norm columns; None where
-    the columns are (nearly) collinear, i.e. the steps cannot separate the terms."""
-    norms = [math.sqrt(sum(r[c] ** 2 for r in rows)) for c in cols]
+@dataclass
+class _Normal:
+    """Sums of one run's steps for the relative least squares: rows x/t over (fixed, weights, KV, compute),
+    target 1 - (sum of floors)/t (the part above every factor at its bound of 1)."""
+    g: list[list[float]] = field(default_factory=lambda: [[0.0] * 4 for _ in range(4)])
+    b: list[float] = field(default_factory=lambda: [0.0] * 4)
+    s: float = 0.0
+    n: int = 0
+
+    def add(self, cost: StepCost, t: float) -> None:
+        w, kv, c = _floors(cost)
+        row = [1.0 / t, w / t, kv / t, c / t]
+        y = 1.0 - (w + kv + c) / t
+        for i in range(4):
+            self.b[i] += row[i] * y
+            for j in range(4):
+                self.g[i][j] += row[i] * row[j]
+        self.s += y * y
+        self.n += 1
+
+    def __add__(self, o: _Normal) -> _Normal:
+        return _Normal([[a + b for a, b in zip(r, q)] for r, q in zip(self.g, o.g)],
+                       [a + b for a, b in zip(self.b, o.b)], self.s + o.s, self.n + o.n)
+
+
+def _solve(ne: _Normal, cols: tuple[int, ...]) -> list[float] | None:
+    """Least squares on the columns ``cols`` (unit-normalized); None where they are (nearly) collinear."""
+    norms = [math.sqrt(ne.g[c][c]) for c in cols]
     if min(norms) == 0:
         return None
     n = len(cols)
-    m = [[sum(r[ci] * r[cj] for r in rows) / (norms[i] * norms[j]) for j, cj in enumerate(cols)]
-         + [sum(r[ci] for r in rows) / norms[i]] for i, ci in enumerate(cols)]
+    m = [[ne.g[ci][cj] / (norms[i] * norms[j]) for j, cj in enumerate(cols)] + [ne.b[ci] / norms[i]]
+         for i, ci in enumerate(cols)]
     for c in range(n):   # Gauss-Jordan, partial pivoting; a tiny pivot on unit columns means collinear
         p = max(range(c, n), key=lambda r: abs(m[r][c]))
         if abs(m[p][c]) < 1e-6:
@@ -66,73 +99,93 @@ def _solve(rows: list[list[float]], cols: tuple[int, ...]) -> list[float] | None
     return [m[i][n] / m[i][i] / norms[i] for i in range(n)]
 
 
-def _fit_cols(rows: list[list[float]], cols: tuple[int, ...]) -> tuple[float, tuple[float, ...]] | None:
-    coef = _solve(rows, cols)
-    if coef is None or any(v < 0 for v in coef):
-        return None
-    full = [0.0] * len(TERMS)
-    for i, v in zip(cols, coef):
-        full[i] = v
-    return sum((sum(f * x for f, x in zip(full, r)) - 1) ** 2 for r in rows), tuple(full)
+def _fits(ne: _Normal) -> list[tuple[float, tuple[float, ...]]]:
+    """Every non-negative subset solution, (squared residual, coefficients over TERMS), factors as 1 + excess."""
+    out = []
+    for k in range(len(TERMS) + 1):
+        for cols in itertools.combinations(range(len(TERMS)), k):
+            z = [0.0] * len(TERMS)
+            if cols:
+                sol = _solve(ne, cols)
+                if sol is None or any(v < 0 for v in sol):
+                    continue
+                for i, v in zip(cols, sol):
+                    z[i] = v
+            sse = ne.s - 2 * sum(zi * bi for zi, bi in zip(z, ne.b)) + sum(z[i] * z[j] * ne.g[i][j]
+                                                                        for i in range(4) for j in range(4))
+            out.append((max(sse, 0.0), (z[0], 1 + z[1], 1 + z[2], 1 + z[3])))
+    return out
+
+
+def _best(ne: _Normal) -> tuple[tuple[float, ...], ...]:
+    """The best fit and every fit the steps cannot tell from it (exactly collinear terms), best first."""
+    found = sorted(_fits(ne))
+    least = found[0][0]
+    keep, seen = [], set()
+    for sse, coef in found:
+        if sse <= least + EQUIVALENT * max(ne.s, 1e-12):
+            key = tuple(round(v, 9) for v in coef)
+            if key not in seen:
+                seen.add(key)
+                keep.append(coef)
+    return tuple(keep)
 
 
 @dataclass(frozen=True)
 class StepFit:
-    """The fits the calibration steps cannot tell apart, their run-to-run uncertainty and residuals."""
-    fits: tuple[tuple[float, ...], ...]   # coefficients over TERMS, best first
-    stderr: tuple[tuple[float, ...], ...]  # jackknife over calibration runs, per fit and term
-    one_token_fitted: bool               # were one-token steps calibrated on (else they take ``memory_factor``)
+    """The fits the calibration steps cannot tell apart, their bootstrap replicates and residuals."""
+    fits: tuple[tuple[float, ...], ...]        # coefficients over TERMS, best first
+    replicates: tuple[tuple[tuple[float, ...], ...], ...]   # the same, refitted on resampled calibration runs
     steps: int
-    residual_rms: float                   # relative, per step, of the best fit
+    residual_rms: float                        # relative, per step, of the best fit
     residual_p90: float
 
-    def step_s(self, cost: StepCost) -> list[float]:
+    def step_s(self, cost: StepCost, fits: tuple[tuple[float, ...], ...] | None = None) -> list[float]:
         """This step's time under each fit."""
-        x = _terms(cost, self.one_token_fitted)
-        return [sum(c * v for c, v in zip(fit, x)) + cost.comm_s for fit in self.fits]
+        w, kv, c = _floors(cost)
+        return [fx[0] + fx[1] * w + fx[2] * kv + fx[3] * c + cost.comm_s for fx in (fits or self.fits)]
+
+    def stderr(self) -> tuple[float, ...]:
+        """Bootstrap standard error of each coefficient of the best fit."""
+        reps = [r[0] for r in self.replicates]
+        return tuple(statistics.stdev(r[i] for r in reps) if len(reps) > 1 else float("nan") for i in range(len(TERMS)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"fits": [{t: {"value": v, "stderr": e} for t, v, e in zip(TERMS, fit, err)}
-                         for fit, err in zip(self.fits, self.stderr)],
-                "one_token_steps_fitted": self.one_token_fitted, "steps": self.steps,
-                "residual_relative": {"rms": self.residual_rms, "p90_abs": self.residual_p90}}
+        err = self.stderr()
+        return {"fits": [{t: v for t, v in zip(TERMS, fit)} for fit in self.fits],
+                "bootstrap": {"replicates": len(self.replicates), "stderr": dict(zip(TERMS, err))},
+                "steps": self.steps, "residual_relative": {"rms": self.residual_rms, "p90_abs": self.residual_p90}}
 
 
-def fit_steps(costs: list[StepCost], times: list[float], runs: list[int] | None = None) -> StepFit:
-    """Non-negative least squares of step time on the terms, relative (weights 1/t^2: a 1 ms step counts
-    as much as a 100 ms one), over every subset of the terms; ``runs`` labels each step's run for the
-    jackknife."""
+def fit_steps(costs: list[StepCost], times: list[float], runs: list[tuple[Any, Any]] | None = None,
+              seed: int = 0) -> StepFit:
+    """Least squares of step time on the terms, relative (weights 1/t^2: a 1 ms step counts as much as a
+    100 ms one), factors bounded below by 1; ``runs`` labels each step's (scenario, run) for the bootstrap,
+    which resamples runs within each scenario."""
     if not times:
         raise UserError("no measured step to calibrate on")
-    one_token = any(c.tokens == 1 for c in costs)
-    rows = [[x / t for x in _terms(c, one_token)] for c, t in zip(costs, times)]
-    found = []
-    for k in range(1, len(TERMS) + 1):
-        for cols in itertools.combinations(range(len(TERMS)), k):
-            if (fit := _fit_cols(rows, cols)) is not None:
-                found.append((fit[0], cols, fit[1]))
-    if not found:
-        raise UserError("the calibration steps admit no fit with non-negative costs")
-    least = min(f[0] for f in found)
-    close = sorted((f for f in found if f[0] <= least * (1 + INDISTINGUISHABLE) + 1e-12 * len(rows)), key=lambda f: f[0])
-    distinct, seen = [], set()
-    for sse, cols, coef in close:
-        key = tuple(round(v, 12) for v in coef)
-        if key not in seen:
-            seen.add(key)
-            distinct.append((cols, coef))
-    groups = sorted(set(runs or ()))
-    stderr = []
-    for cols, _ in distinct:   # jackknife: refit the same terms leaving one calibration run out
-        reps = [fit[1] for g in (groups if len(groups) > 2 else ())
-                if (fit := _fit_cols([row for row, run in zip(rows, runs) if run != g], cols)) is not None]
-        n = len(reps)
-        stderr.append(tuple(math.sqrt((n - 1) / n * sum((rep[i] - statistics.fmean(x[i] for x in reps)) ** 2 for rep in reps))
-                            if n > 1 else float("nan") for i in range(len(TERMS))))
-    best = distinct[0][1]
-    resid = sorted(abs(sum(f * x for f, x in zip(best, r)) - 1) for r in rows)
-    return StepFit(tuple(c for _, c in distinct), tuple(stderr), one_token, len(rows),
-                   math.sqrt(sum(e * e for e in resid) / len(resid)), resid[min(len(resid) - 1, int(0.9 * len(resid)))])
+    labels = runs or [(0, i) for i in range(len(times))]
+    per_run: dict[Any, _Normal] = {}
+    for cost, t, lab in zip(costs, times, labels):
+        per_run.setdefault(lab, _Normal()).add(cost, t)
+    total = sum(per_run.values(), _Normal())
+    fits_ = _best(total)
+    by_scenario: dict[Any, list[_Normal]] = {}
+    for (sc, _), ne in per_run.items():
+        by_scenario.setdefault(sc, []).append(ne)
+    rng = random.Random(seed)
+    reps = []
+    if sum(len(v) for v in by_scenario.values()) > len(by_scenario):   # some scenario has two runs to resample
+        for _ in range(BOOTSTRAP):
+            ne = sum((rng.choice(v) for v in by_scenario.values() for _ in v), _Normal())
+            reps.append(_best(ne))
+    resid = []
+    best = fits_[0]
+    for cost, t in zip(costs, times):
+        resid.append(abs(sum(best[i] * x for i, x in enumerate((1.0, *_floors(cost)))) - t) / t)
+    resid.sort()
+    return StepFit(fits_, tuple(reps), len(times), math.sqrt(sum(e * e for e in resid) / len(resid)),
+                   resid[min(len(resid) - 1, int(0.9 * len(resid)))])
 
 
 @dataclass
@@ -147,11 +200,15 @@ class Calibration:
     tail_s: float
     token_budget: int | None                      # the scheduler's tokens per step (prefill is chunked to it)
     ratio_range: dict[str, tuple[float, float]]   # measured / predicted over the calibration runs, per metric
+    calibrated: dict[str, Any]                     # the batches, prompts, contexts and layers calibrated on
+    engine_spread: float | None = None             # relative half-range between engine starts (None: one start)
+    busy: bool = False                             # a calibration run had a busy host beside it
 
     def parameters(self) -> dict[str, Any]:
         return {"step": self.fit.to_dict(), "lead_s": self.lead_s, "gap_per_decode_step_s": self.gap_s,
                 "tail_s": self.tail_s, "token_budget": self.token_budget,
-                "calibration_spread": {k: list(v) for k, v in self.ratio_range.items()}}
+                "calibration_spread": {k: list(v) for k, v in self.ratio_range.items()},
+                "calibrated": self.calibrated, "engine_spread": self.engine_spread}
 
 
 def calibrate(records: list[tuple[str, RunRecord]]) -> Calibration:
@@ -168,73 +225,134 @@ def calibrate(records: list[tuple[str, RunRecord]]) -> Calibration:
     leads, gaps, tails = [], [], []
     # each record priced on its own floors (its ceilings, layer count, formats), never on the first one's
     own = {id(rec): inputs_for(rec).floors for _, rec in records}
-    runs = [(sc, run, own[id(rec)]) for _, rec in records for sc in rec.scenarios for run in sc.runs]
-    for i, (_sc, run, fr) in enumerate(runs):
+    runs = [(ri, si, sc, run, own[id(rec)]) for ri, (_, rec) in enumerate(records)
+            for si, sc in enumerate(rec.scenarios) for run in sc.runs]
+    for k, (ri, si, _sc, run, fr) in enumerate(runs):
         spans = timeline(run)
         leads.append(run.steps[0].t_start_s if run.steps else 0.0)
         tails.append(spans[-1]["tail_s"])
         for st, sp in zip(run.steps, spans):
-            cost = step_cost(fr, st.work)
+            cost = step_cost(fr, st.work, experts_touched=st.experts.touched() if st.experts else None)
             costs.append(cost)
             times.append(max(sp["span_s"] - cost.comm_s, 1e-9))   # step_s adds the collectives' floor back
-            labels.append(i)
+            labels.append(((ri, si), k))
             if st.phase == "decode":
                 gaps.append(sp["gap_s"])
+    scs = [sc for _, rec in records for sc in rec.scenarios]
+    layers = sorted({rec.config.get("layers") or f.model.num_layers for _, rec in records})
     cal = Calibration(model=f.model, ceilings=first.ceilings, costs=f.costs, records=[p for p, _ in records],
                       fit=fit_steps(costs, times, labels), lead_s=statistics.median(leads),
                       gap_s=statistics.median(gaps) if gaps else 0.0, tail_s=statistics.median(tails), ratio_range={},
                       token_budget=min((b for _, r in records if (b := (r.engine or {}).get("max_num_batched_tokens"))),
-                                       default=None))
-    # the spread of single runs around the model: run-to-run noise plus what the model misses
+                                       default=None),
+                      calibrated={"batch": [min(s.batch for s in scs), max(s.batch for s in scs)],
+                                  "prompt": [min(s.prompt_len for s in scs), max(s.prompt_len for s in scs)],
+                                  "context": [min(s.prompt_len for s in scs), max(s.prompt_len + s.gen_len for s in scs)],
+                                  "layers": layers},
+                      busy=any((sc.host_load or {}).get("busy") for sc in scs))
+    # the spread of single runs around the model (run-to-run noise plus what the model misses), and of one
+    # scenario's median between engine starts where two records hold it
     ratios: dict[str, list[float]] = {"ttft_s": [], "tpot_s": [], "total_latency_s": [], "tps": []}
-    for sc, run, fr in runs:
+    per_start: dict[tuple[int, int, int], dict[int, list[float]]] = {}
+    for ri, _si, sc, run, fr in runs:
         pred = _point(_predict(cal, fr, sc.batch, sc.prompt_len, sc.gen_len))
         measured = run_metrics({"requests": run.requests, "wall_s": run.wall_s})
         for key in ratios:
             if measured[key] and pred[key]:
                 ratios[key].append(measured[key] / pred[key])
+        if measured["tps"] and pred["tps"]:
+            per_start.setdefault((sc.batch, sc.prompt_len, sc.gen_len), {}).setdefault(ri, []).append(
+                pred["tps"] / measured["tps"])
     cal.ratio_range = {k: (min(v), max(v)) if v else (1.0, 1.0) for k, v in ratios.items()}
+    spreads = []
+    for starts in per_start.values():
+        if len(starts) > 1:
+            meds = [statistics.median(v) for v in starts.values()]
+            spreads.append((max(meds) - min(meds)) / (max(meds) + min(meds)))
+    cal.engine_spread = max(spreads) if spreads else None
     return cal
 
 
-def _prefill_s(cal: Calibration, f: Floors, batch: int, prompt_len: int) -> tuple[list[float], list[float]]:
-    """The prefill as the scheduler runs it: one step, or chunks of the token budget (each request's
-    first token comes when its own prompt is done). Per fit: (mean first-token time, last one)."""
+def _design(cal: Calibration, f: Floors, batch: int, prompt_len: int, gen_len: int) -> dict[str, tuple[list[float], float]]:
+    """Each time of the scenario as (vector over TERMS, constant): time = vector . fit + constant.
+
+    The prefill as the scheduler runs it (one step, or chunks of the token budget; each request's first
+    token comes when its own prompt is done: "ttft" is their mean, "prefill" the last), then the decode
+    steps at growing context, each with the gap before it. A step's time is linear in the fit's
+    coefficients, so every fit and bootstrap replicate prices the scenario from these sums."""
+    def vec(cost: StepCost) -> list[float]:
+        return [1.0, *_floors(cost)]
+
+    def add(a, b):
+        return [x + y for x, y in zip(a, b)]
     budget = cal.token_budget
+    zero = [0.0] * len(TERMS)
     if not budget or batch * prompt_len <= budget:
-        t = cal.fit.step_s(prefill_cost(f, batch, prompt_len))
-        return t, t
-    left = [prompt_len] * batch
-    t, done_at = [0.0] * len(cal.fit.fits), []
-    while any(left):
-        room, seqs, finished = budget, [], 0
-        for i, n in enumerate(left):
-            if n and room:
-                take = min(n, room)
-                seqs.append((take, prompt_len - n))
-                left[i] -= take
-                room -= take
-                finished += not left[i]
-        gap = cal.gap_s if done_at or any(t) else 0.0
-        t = [a + s + gap for a, s in zip(t, cal.fit.step_s(step_cost(f, seqs)))]
-        done_at += [t] * finished
-    return [sum(d[k] for d in done_at) / len(done_at) for k in range(len(t))], t
+        c = prefill_cost(f, batch, prompt_len)
+        ttft = last = (vec(c), c.comm_s)
+    else:
+        left = [prompt_len] * batch
+        t, k, done = zero, 0.0, []
+        while any(left):
+            room, seqs, finished = budget, [], 0
+            for i, n in enumerate(left):
+                if n and room:
+                    take = min(n, room)
+                    seqs.append((take, prompt_len - n))
+                    left[i] -= take
+                    room -= take
+                    finished += not left[i]
+            c = step_cost(f, seqs)
+            t, k = add(t, vec(c)), k + c.comm_s + (cal.gap_s if done or any(t) else 0.0)
+            done += [(t, k)] * finished
+        ttft = ([sum(d[0][i] for d in done) / len(done) for i in range(len(TERMS))], sum(d[1] for d in done) / len(done))
+        last = (t, k)
+    dv, dk = zero, 0.0
+    for j in range(1, gen_len):
+        c = decode_cost(f, batch, prompt_len + j - 1)
+        dv, dk = add(dv, vec(c)), dk + c.comm_s + cal.gap_s
+    return {"ttft": ttft, "prefill": last, "decode": (dv, dk)}
+
+
+def _metrics(cal: Calibration, design, fits_: tuple[tuple[float, ...], ...], batch: int, gen_len: int) -> dict[str, list[float]]:
+    """The scenario's metrics under each fit."""
+    def t(key, fx):
+        v, k = design[key]
+        return sum(a * b for a, b in zip(v, fx)) + k
+    out: dict[str, list[float]] = {"ttft_s": [], "tpot_s": [], "total_latency_s": [], "tps": []}
+    for fx in fits_:
+        decode = t("decode", fx)
+        total = cal.lead_s + t("prefill", fx) + decode
+        out["ttft_s"].append(cal.lead_s + t("ttft", fx))
+        out["tpot_s"].append(decode / (gen_len - 1) if gen_len > 1 else 0.0)
+        out["total_latency_s"].append(total)
+        out["tps"].append(batch * gen_len / (total + cal.tail_s))
+    return out
 
 
 def _predict(cal: Calibration, f: Floors, batch: int, prompt_len: int, gen_len: int) -> dict[str, list[float]]:
-    """The scenario's metrics under each fit the calibration cannot tell apart."""
-    first, last = _prefill_s(cal, f, batch, prompt_len)
-    decode = [0.0] * len(first)
-    for j in range(1, gen_len):
-        decode = [a + cal.gap_s + s for a, s in zip(decode, cal.fit.step_s(decode_cost(f, batch, prompt_len + j - 1)))]
-    total = [cal.lead_s + a + d for a, d in zip(last, decode)]
-    return {"ttft_s": [cal.lead_s + a for a in first], "tpot_s": [d / (gen_len - 1) if gen_len > 1 else 0.0 for d in decode],
-            "total_latency_s": total, "tps": [batch * gen_len / (t + cal.tail_s) for t in total]}
+    return _metrics(cal, _design(cal, f, batch, prompt_len, gen_len), cal.fit.fits, batch, gen_len)
 
 
 def _point(per_fit: dict[str, list[float]]) -> dict[str, float]:
     """The middle (geometric) of what the indistinguishable fits say: the least worst-case relative error."""
     return {k: math.sqrt(min(v) * max(v)) for k, v in per_fit.items()}
+
+
+def _quantile(v: list[float], q: float) -> float:
+    v = sorted(v)
+    pos = q * (len(v) - 1)
+    lo = math.floor(pos)
+    return v[lo] + (v[min(lo + 1, len(v) - 1)] - v[lo]) * (pos - lo)
+
+
+def doublings_outside(cal: Calibration, target: ModelSpec, batch: int, prompt_len: int, gen_len: int) -> float:
+    """How far the scenario lies outside what was calibrated: doublings of batch, context and layer count."""
+    c = cal.calibrated
+    d = max(0.0, math.log2(batch / c["batch"][1]), math.log2(c["batch"][0] / batch))
+    d += max(0.0, math.log2((prompt_len + gen_len) / c["context"][1])) + max(0.0, math.log2(c["prompt"][0] / prompt_len))
+    near = min(c["layers"], key=lambda n: abs(math.log2(target.num_layers / n)))
+    return d + abs(math.log2(target.num_layers / near))
 
 
 def predict(cal: Calibration, batch: int, prompt_len: int, gen_len: int, ceilings: Ceilings | None = None,
@@ -252,45 +370,63 @@ def predict(cal: Calibration, batch: int, prompt_len: int, gen_len: int, ceiling
     if not fits(f.costs, card_of(ceil), batch, prompt_len, gen_len):
         raise UserError(f"{target.name} at batch {batch}, prompt {prompt_len}, gen {gen_len} does not fit on "
                         f"{ceil.name}" + (f" at TP {tp}" if tp > 1 else ""))
-    per_fit = _predict(cal, f, batch, prompt_len, gen_len)
-    # never faster than physics: a fit may extrapolate under the floor (or over the TPS ceiling) of a scenario
-    # it was not calibrated on; such a figure is clamped to the bound, and the prediction says so
+    design = _design(cal, f, batch, prompt_len, gen_len)
+    per_fit = _metrics(cal, design, cal.fit.fits, batch, gen_len)
+    reps = [_metrics(cal, design, r, batch, gen_len) for r in cal.fit.replicates]
+    # the factors are bounded by the ceilings, so a fit is never under a floor; the bound stays as a guard
+    # for what the factors do not price (the gaps and lead are measured, never negative)
     bound = scenario(f, card_of(ceil), batch, prompt_len, gen_len, advise=False)
     limits = {"ttft_s": bound.ttft_floor_s, "tpot_s": bound.tpot_floor_s, "total_latency_s": bound.total_latency_floor_s}
     clamped = sorted({k for k, lim in limits.items() if min(per_fit[k]) < lim}
                      | ({"tps"} if max(per_fit["tps"]) > bound.tps_ceiling else set()))
-    per_fit = {k: [max(v, limits[k]) for v in vals] if k in limits else [min(v, bound.tps_ceiling) for v in vals]
-               for k, vals in per_fit.items()}
-    point = _point(per_fit)
-    margin = EXTRAPOLATION_MARGIN + (TRANSFER_MARGIN if transferred else 0.0)
-    interval = {}
+    point = _point({k: [max(v, limits[k]) for v in vals] if k in limits else [min(v, bound.tps_ceiling) for v in vals]
+                    for k, vals in per_fit.items()})
+    doublings = doublings_outside(cal, target, batch, prompt_len, gen_len)
+    widen = 1 + WIDEN_PER_DOUBLING * doublings + (TRANSFER_MARGIN if transferred else 0.0)
+    engine = 1 + (cal.engine_spread or 0.0)
+    interval, width, predictable = {}, {}, {}
     for key in ("ttft_s", "tpot_s", "tps"):
-        lo, hi = cal.ratio_range[key]
-        interval[key] = [min(per_fit[key]) * min(lo, 1.0) * (1 - margin), max(per_fit[key]) * max(hi, 1.0) * (1 + margin)]
+        lows = [min(per_fit[key])] + ([_quantile([min(r[key]) for r in reps], 0.05)] if reps else [])
+        highs = [max(per_fit[key])] + ([_quantile([max(r[key]) for r in reps], 0.95)] if reps else [])
+        lo_r, hi_r = cal.ratio_range[key]
+        lo = min(lows) * min(lo_r, 1.0) / (widen * engine)
+        hi = max(highs) * max(hi_r, 1.0) * widen * engine
         if key in limits:
-            interval[key][0] = max(interval[key][0], limits[key])
+            lo, hi = max(lo, limits[key]), max(hi, limits[key])
         else:
-            interval[key][1] = min(interval[key][1], bound.tps_ceiling)
+            lo, hi = min(lo, bound.tps_ceiling), min(hi, bound.tps_ceiling)
+        interval[key] = [lo, hi]
+        width[key] = hi / lo if lo > 0 else math.inf
+        predictable[key] = width[key] <= NOT_PREDICTABLE
     assumptions = []
     if clamped:
-        assumptions.append(f"the fit put {', '.join(clamped)} beyond the roofline bound on {ceil.name}: clamped to it "
-                           "(the calibration does not pin down this scenario)")
+        assumptions.append(f"the fit put {', '.join(clamped)} beyond the roofline bound on {ceil.name}: clamped to it")
     if transferred:
         assumptions.append(f"the efficiencies measured on {cal.ceilings.name}" + (f" at TP {c.tp}" if c.tp > 1 else "")
                            + f" hold on {ceil.name}" + (f" at TP {tp}" if tp > 1 else "")
                            + "; the per-step host cost is unchanged")
     if target.name != cal.model.name:
         assumptions.append(f"{target.name} runs its kernels as efficiently as {cal.model.name} (same family)")
-    if not cal.fit.one_token_fitted and batch == 1:
-        assumptions.append("no one-token step was calibrated on: batch-1 decode assumed as efficient per byte as larger steps")
-    moved = transferred or target.name != cal.model.name or target.num_layers != cal.model.num_layers
+    moved = transferred or target.name != cal.model.name or target.num_layers not in cal.calibrated["layers"]
     if len(cal.fit.fits) > 1 and moved:
         assumptions.append(f"{len(cal.fit.fits)} fits explain the calibration steps equally well (a fixed cost or a "
-                           "memory floor that never varied there); they part on this target: the interval spans them")
-    if target.name == cal.model.name and target.num_layers != cal.model.num_layers:
-        assumptions.append(f"calibrated on {cal.model.num_layers} of {cal.model.full_num_layers or cal.model.num_layers} "
-                           f"layers; predicted for {target.num_layers}: each layer as efficient as those measured")
+                           "weights floor that never varied there); they part on this target: the interval spans them")
+    if target.name == cal.model.name and target.num_layers not in cal.calibrated["layers"]:
+        assumptions.append(f"calibrated on {'/'.join(map(str, cal.calibrated['layers']))} layers; predicted for "
+                           f"{target.num_layers}: each layer as efficient as those measured")
+    if doublings:
+        assumptions.append(f"{doublings:.1f} doubling(s) outside the calibrated batch, context or layers: interval "
+                           f"widened by {WIDEN_PER_DOUBLING:.0%} per doubling")
+    if cal.engine_spread is None:
+        assumptions.append("one engine start calibrated: engine-to-engine variation is not in the interval")
+    if cal.busy:
+        assumptions.append("a calibration run had a busy host beside it (its record says so)")
+    if not all(predictable.values()):
+        assumptions.append("not predictable from these runs: " + ", ".join(
+            f"{k} (interval x{width[k]:.1f})" for k, ok in predictable.items() if not ok)
+            + f" — wider than x{NOT_PREDICTABLE:g}; calibrate nearer this scenario")
     return {"batch": batch, "prompt_len": prompt_len, "gen_len": gen_len, "gpu": gpu_label or ceil.gpu_id or ceil.name,
             "tp": tp, "model": target.name, "kind": "transferred" if transferred else "calibrated", **point,
-            "interval": interval, "assumptions": assumptions, "clamped_to_bound": clamped,
+            "interval": interval, "interval_width": width, "predictable": predictable,
+            "extrapolation_doublings": doublings, "assumptions": assumptions, "clamped_to_bound": clamped,
             "calibration": {"records": cal.records, "parameters": cal.parameters()}}

@@ -66,8 +66,11 @@ def run_metrics(run: dict[str, Any]) -> dict[str, float | None]:
         vals = [r[key] for r in reqs if r.get(key) is not None]
         return sum(vals) / len(vals) if vals else None
     tokens = sum(r["output_tokens"] for r in reqs)
-    return {"ttft_s": mean("ttft_s"), "tpot_s": mean("tpot_s"), "total_latency_s": mean("latency_s"),
-            "tps": tokens / run["wall_s"] if run["wall_s"] > 0 else None, "output_tokens": tokens}
+    out = {"ttft_s": mean("ttft_s"), "tpot_s": mean("tpot_s"), "total_latency_s": mean("latency_s"),
+           "tps": tokens / run["wall_s"] if run["wall_s"] > 0 else None, "output_tokens": tokens}
+    if run.get("energy_j") is not None and tokens:   # the whole run's energy (prefill included) per generated token
+        out["joules_per_token"] = run["energy_j"] / tokens
+    return out
 
 
 def step_phase(step: dict[str, Any]) -> str:
@@ -139,6 +142,8 @@ def summarize_scenario(sc: Scenario, warmups: list[dict], runs: list[dict], tele
         if short:
             problems.append(f"run {i}: {len(short)} request(s) did not produce {sc.gen_len} tokens")
     summary = {k: summarize([m[k] for m in per_run]) for k in METRICS}
+    if per_run and all("joules_per_token" in m for m in per_run):
+        summary["joules_per_token"] = summarize([m["joules_per_token"] for m in per_run])
     phases = {}
     for ph in ("prefill", "decode", "mixed"):
         phases[ph] = {k: summarize([r["phases"][ph][k] for r in runs if r["phases"][ph][k] is not None])
@@ -283,12 +288,13 @@ def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1)
                                                             sc.gen_len)))
             measured = []
             sampler = _sampler(engine.device)
+            meter = _energy_meter(engine.device, eo.tp * eo.pp)
             load = HostLoad()
             with sampler if sampler is not None else contextlib.nullcontext(), load:
                 for i in range(runs):
                     say(f"{tag}: run {i + 1}/{runs}{eta.text()}")
-                    measured.append(eta.timed(sc, lambda: engine.run(_prompts(rng, sc.batch, sc.prompt_len,
-                                                                              spec.vocab_size), sc.gen_len)))
+                    measured.append(eta.timed(sc, lambda: _metered(meter, lambda: engine.run(
+                        _prompts(rng, sc.batch, sc.prompt_len, spec.vocab_size), sc.gen_len))))
             telemetry = sampler.summary() if sampler is not None else None
             summary = summarize_scenario(sc, warm, measured, telemetry, load.result())
             for warning in scenario_warnings(summary):
@@ -380,6 +386,28 @@ def compute_note(device: dict[str, Any], weight_dtype: str) -> dict[str, Any]:
     if device.get("kind") == "cpu" and device.get("bf16_gemm"):
         note["gemm"] = f"{act} GEMMs {device['bf16_gemm']}" if act == "bf16" else f"{act} GEMMs"
     return note
+
+
+def _energy_meter(device: str, gpus: int):
+    """NVML's energy counter over the engine's GPUs (the first ``gpus`` visible), or None."""
+    if device != "cuda":
+        return None
+    from .telemetry import EnergyMeter, NvmlUnavailable
+    try:
+        meter = EnergyMeter(list(range(gpus)))
+    except NvmlUnavailable:
+        return None
+    return meter if meter.read_mj() is not None else None
+
+
+def _metered(meter, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``run()``, with the energy its GPUs consumed meanwhile (J) where a meter reads it."""
+    before = meter.read_mj() if meter is not None else None
+    out = run()
+    after = meter.read_mj() if meter is not None else None
+    if before is not None and after is not None:
+        out["energy_j"] = (after - before) / 1e3
+    return out
 
 
 def _sampler(device: str):

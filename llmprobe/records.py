@@ -259,10 +259,14 @@ class Run:
     admission: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     phases: dict[str, Any] | None = None
+    energy_j: float | None = None      # the GPUs' energy over the run (NVML's counter, read around it)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"wall_s": self.wall_s, "steps": [s.to_dict() for s in self.steps], "requests": self.requests,
-                "admission": self.admission, "metrics": self.metrics, "phases": self.phases}
+        d = {"wall_s": self.wall_s, "steps": [s.to_dict() for s in self.steps], "requests": self.requests,
+             "admission": self.admission, "metrics": self.metrics, "phases": self.phases}
+        if self.energy_j is not None:   # absent where no counter was read (CPU, no NVML)
+            d["energy_j"] = self.energy_j
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> Run:
@@ -270,7 +274,7 @@ class Run:
               and isinstance(d.get("requests"), list), where, "a run needs wall_s, steps and requests")
         return cls(wall_s=d["wall_s"], steps=[Step.from_dict(s, f"{where} step {i}") for i, s in enumerate(d["steps"])],
                    requests=d["requests"], admission=d.get("admission"), metrics=d.get("metrics"),
-                   phases=d.get("phases"))
+                   phases=d.get("phases"), energy_j=d.get("energy_j"))
 
 
 @dataclass(slots=True)

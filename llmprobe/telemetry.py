@@ -173,6 +173,22 @@ class Sampler:
         return summarize_samples(self.samples, self.interval_s)
 
 
+class EnergyMeter:
+    """The energy the engine's GPUs consumed, from NVML's total-energy counter (mJ since the driver loaded;
+    Volta and later), summed over ``indices``; ``read_mj`` is None where any GPU has no such counter."""
+
+    def __init__(self, indices: list[int]):
+        self.nv = _nvml()
+        try:
+            self.handles = [self.nv.nvmlDeviceGetHandleByIndex(i) for i in indices]
+        except self.nv.NVMLError as e:
+            raise NvmlUnavailable(f"NVML has no GPU among {indices}: {e}") from None
+
+    def read_mj(self) -> int | None:
+        got = [_try(self.nv, self.nv.nvmlDeviceGetTotalEnergyConsumption, h) for h in self.handles]
+        return None if any(g is None for g in got) else sum(got)
+
+
 def summarize_samples(samples: list[dict[str, Any]], interval_s: float) -> dict[str, Any]:
     reasons: dict[str, int] = {}
     known = 0

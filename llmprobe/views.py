@@ -162,8 +162,9 @@ def compare_tables(rows: list[dict], tokens: float | None) -> list[Section]:
             by_b = {r["batch"]: r for r in rs if r["provider"] == prov}
             any_r = next(iter(by_b.values()))
             cells = [prov or "(no price)", money(any_r["usd_per_hour"]), any_r.get("price_date") or "-"]
-            cells += [(num(by_b[b]["tps"]) + (f" ({num(by_b[b]['tps_interval'][0])}–{num(by_b[b]['tps_interval'][1])})"
-                                              if by_b[b].get("tps_interval") else "")) if b in by_b else "-"
+            cells += [(("not predictable from these runs" if by_b[b].get("predictable") is False else num(by_b[b]["tps"]))
+                       + (f" ({num(by_b[b]['tps_interval'][0])}–{num(by_b[b]['tps_interval'][1])})"
+                          if by_b[b].get("tps_interval") else "")) if b in by_b else "-"
                       for b in batches]
             cells += [money(by_b[b]["tps_per_dollar"]) if b in by_b else "-" for b in batches]
             cells += [money(by_b[b]["usd_per_million_tokens"]) if b in by_b else "-" for b in batches]
@@ -236,6 +237,13 @@ def explain_sections(explained: dict[str, Any]) -> list[Section]:
             secs.append((f"Sampling — {tag}", ["sampling", "sample_tokens per decode step", "of the decode step", "timer"],
                          [[smp["method"], seconds(smp["decode_ms_per_step"] / 1e3), f"{smp['share_of_decode_step']:.1%}",
                            smp["timer"]]]))
+        en = s.get("energy")
+        if en:
+            secs.append((f"Energy — {tag} (NVML's counter around each run)", ["per output token", "power (median)",
+                         "SM clock (median)", "power limit", "GPUs"],
+                         [[f"{en['joules_per_output_token']:.3g} J", f"{en['power_w']:.0f} W" if en["power_w"] else "-",
+                           f"{en['sm_clock_mhz']:.0f} MHz" if en["sm_clock_mhz"] else "-",
+                           f"{en['power_limit_w']:.0f} W" if en["power_limit_w"] else "-", en["gpus"]]]))
         cov = s.get("experts")
         if cov and any(ph in cov for ph in ("prefill", "decode")):
             secs.append((f"Expert coverage per MoE layer — {tag} (routing: {cov.get('routing') or '-'})",
@@ -335,30 +343,35 @@ def record_sections(record) -> list[Section]:
 def print_predictions(preds: list[dict]) -> None:
     rows = []
     for p in preds:
-        iv = p["interval"]
+        iv, ok = p["interval"], p.get("predictable", {})
+
+        def cell(key, fmt):
+            if ok.get(key) is False:   # an interval wider than x2 is no prediction
+                return f"not predictable from these runs ({fmt(iv[key][0])}–{fmt(iv[key][1])})"
+            return f"{fmt(p[key])} ({fmt(iv[key][0])}–{fmt(iv[key][1])})"
         rows.append([p["batch"], p["prompt_len"], p["gen_len"], p["gpu"], p["tp"], p["kind"],
-                     f"{seconds(p['ttft_s'])} ({seconds(iv['ttft_s'][0])}–{seconds(iv['ttft_s'][1])})",
-                     f"{seconds(p['tpot_s'])} ({seconds(iv['tpot_s'][0])}–{seconds(iv['tpot_s'][1])})",
-                     f"{num(p['tps'])} ({num(iv['tps'][0])}–{num(iv['tps'][1])})"])
+                     cell("ttft_s", seconds), cell("tpot_s", seconds), cell("tps", num)])
     p0 = preds[0]
     print_table(f"{p0['model']}: predicted", ["batch", "prompt", "gen", "gpu", "TP", "kind", "TTFT", "TPOT", "TPS"], rows,
-                caption=f"calibrated on {', '.join(p0['calibration']['records'])}; (a–b): interval "
-                        "(calibration spread, widened for extrapolation and more for another card)",
-                optional=("kind", "TP"), keys=3)
+                caption=f"calibrated on {', '.join(p0['calibration']['records'])}; (a–b): interval (fit bootstrap, "
+                        "run-to-run and engine-to-engine spread, widened outside the calibrated range and for "
+                        "another card)", optional=("kind", "TP"), keys=3)
     for a in dict.fromkeys(x for p in preds for x in p["assumptions"]):
         console.print(f"  assumes: {a}")
     step = p0["calibration"]["parameters"]["step"]
+    err = step["bootstrap"]["stderr"]
 
-    def term(t, fmt=lambda v: f"{v:.3g}"):
-        return fmt(t["value"]) + (f" ± {fmt(t['stderr'])}" if t["stderr"] == t["stderr"] else "")   # NaN: one run only
-    rows = [[i + 1, term(f["fixed_s"], seconds), term(f["one_token_memory_factor"]), term(f["memory_factor"]),
-             term(f["compute_factor"])] for i, f in enumerate(step["fits"])]
+    def term(fit, key, fmt=lambda v: f"{v:.3g}"):
+        e = err.get(key)
+        return fmt(fit[key]) + (f" ± {fmt(e)}" if e == e and e is not None else "")   # NaN: nothing to resample
+    rows = [[i + 1, term(f, "fixed_s", seconds), term(f, "weights_factor"), term(f, "kv_factor"), term(f, "compute_factor")]
+            for i, f in enumerate(step["fits"])]
     res = step["residual_relative"]
-    print_table(f"Step model fitted on {step['steps']} steps", ["fit", "fixed per step", "x memory floor (1 token)",
-                                                              "x memory floor", "x compute floor"], rows,
-                caption=f"step time = fixed + factors x floors (docs/model.md); ± jackknife over runs; residual per step "
-                        f"{res['rms']:.1%} rms, {res['p90_abs']:.1%} p90" + ("; the fits are indistinguishable on the "
-                                                                            "calibration steps" if len(rows) > 1 else ""))
+    print_table(f"Step model fitted on {step['steps']} steps", ["fit", "fixed per step", "x weights floor",
+                                                              "x KV floor", "x compute floor"], rows,
+                caption="step time = fixed + factors x floors, each factor >= 1 (docs/model.md); ± bootstrap over "
+                        f"runs (first fit); residual per step {res['rms']:.1%} rms, {res['p90_abs']:.1%} p90"
+                        + ("; the fits are indistinguishable on the calibration steps" if len(rows) > 1 else ""))
 
 
 def print_models(specs, aliases: dict[str, str]) -> None:

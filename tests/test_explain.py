@@ -261,3 +261,68 @@ def test_extrapolated_ttft_averages_only_runs_that_have_one():
     ex = explain_record(rec)["scenarios"][0]["extrapolated"]
     alone = explain_record(hand_record() | {"config": rec["config"]})["scenarios"][0]["extrapolated"]
     assert ex["ttft_s"] == pytest.approx(alone["ttft_s"])
+
+
+def _mixtral_step_record(experts: dict | None, t_over_floor: float):
+    """tiny-mixtral, one decode step of 8 tokens that touched `experts` per layer, taking `t_over_floor` x the
+    floor priced on that coverage."""
+    m = resolve_model("tiny-mixtral")
+    f = Floors.of(m, TOY)
+    seqs = [[f"r{i}", 1, 8, "d"] for i in range(8)]
+    touched = sum(experts["distinct"]) if experts else None
+    t = step_cost(f, [(1, 8)] * 8, experts_touched=touched).floor_s * t_over_floor
+    rec = hand_record()
+    rec["config"].update(model="tiny-mixtral", routing="as-loaded")
+    rec["model_config"] = m.config
+    run = rec["scenarios"][0]["runs"][0]
+    run["steps"] = [{**_step(0, seqs, 0.0, host_ms=t * 1e3 + 0.1, device_ms=t * 1e3), "experts": experts}]
+    run["wall_s"] = run["steps"][0]["t_end_s"] + 0.0001
+    return rec
+
+
+def test_moe_steps_are_priced_on_the_coverage_they_measured():
+    """A step whose 8 tokens touched 3 experts per layer is explained against 3 experts' bytes: at 1.5x that
+    floor it is explained, with no escape flag; at 0.5x it ran faster than physics and is not."""
+    few = {"distinct": [3, 3], "max_load": [6, 6], "routed_tokens": 8}
+    s = explain_record(_mixtral_step_record(few, 1.5))["scenarios"][0]
+    assert s["explained"] and not any(f["kind"] == "routing_concentrated" for f in s["flags"])
+    cov = s["experts"]["decode"]
+    assert cov["measured"] == 3 and cov["expected"] == pytest.approx(8 * (1 - (6 / 8) ** 8))
+    assert cov["top_k_minimum"] == 2 and cov["max_load"] == 6
+    low = next(f for f in s["flags"] if f["kind"] == "low_expert_coverage")
+    assert "3.00 of 8" in low["message"] and "--routing trained-like" in low["message"]
+    assert not explain_record(_mixtral_step_record(few, 0.5))["scenarios"][0]["explained"]
+
+
+def test_energy_per_token_is_reported():
+    from llmprobe.profiling import Scenario, summarize_scenario
+    rec = hand_record()
+    sc = rec["scenarios"][0]
+    run = sc["runs"][0]
+    run["energy_j"] = 6.0                                        # 3 output tokens: 2 J each
+    summary = summarize_scenario(Scenario(1, 4, 3), [], [dict(run)], None)
+    assert summary["summary"]["joules_per_token"]["median"] == pytest.approx(2.0)
+    sc["summary"]["joules_per_token"] = summary["summary"]["joules_per_token"]
+    rec["provenance"]["device"]["power_limit_w"] = 700.0
+    en = explain_record(rec)["scenarios"][0]["energy"]
+    assert en["joules_per_output_token"] == pytest.approx(2.0) and en["power_limit_w"] == 700.0 and en["gpus"] == 1
+    del run["energy_j"], sc["summary"]["joules_per_token"]
+    assert "energy" not in explain_record(rec)["scenarios"][0]
+    assert "joules_per_token" not in summarize_scenario(Scenario(1, 4, 3), [], [dict(run)], None)["summary"]
+
+
+def test_metered_run_carries_its_energy():
+    from llmprobe.profiling import _metered
+    from llmprobe.records import Run
+
+    class Counter:   # NVML's total-energy counter, in mJ, as a sequence of readings
+        def __init__(self, readings):
+            self.readings = iter(readings)
+
+        def read_mj(self):
+            return next(self.readings)
+    run = _metered(Counter([1_000, 4_500]), lambda: {"wall_s": 1.0, "steps": [], "requests": []})
+    assert run["energy_j"] == pytest.approx(3.5)
+    assert Run.from_dict(run, "run").to_dict()["energy_j"] == pytest.approx(3.5)
+    assert "energy_j" not in _metered(None, lambda: {"wall_s": 1.0, "steps": [], "requests": []})
+    assert "energy_j" not in _metered(Counter([None, 5]), lambda: {"wall_s": 1.0, "steps": [], "requests": []})

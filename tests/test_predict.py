@@ -13,30 +13,43 @@ from llmprobe.predict import calibrate, fit_steps, predict
 from llmprobe.records import RunRecord
 
 
-def _cost(tokens, memory_s, compute_s):
-    return StepCost(tokens=tokens, weight_bytes=0, kv_read_bytes=0, kv_write_bytes=0, linear_flops=0, attention_flops=0,
-                    comm_bytes=0, memory_s=memory_s, compute_s=compute_s, comm_s=0.0)
+def _cost(tokens, weights_s, kv_s, compute_s):
+    """A step whose floors are weights_s (weights), kv_s (KV) and compute_s, at 1 GB/s."""
+    return StepCost(tokens=tokens, weight_bytes=weights_s * 1e9, kv_read_bytes=kv_s * 1e9, kv_write_bytes=0,
+                    linear_flops=0, attention_flops=0, comm_bytes=0, memory_s=weights_s + kv_s, compute_s=compute_s,
+                    comm_s=0.0)
 
 
 def test_fit_recovers_known_costs():
-    costs = [_cost(t, m, c) for t in (1, 8) for m in (0.01, 0.02, 0.05) for c in (0.001, 0.004, 0.02)]
-    times = [0.003 + (2.5 if c.tokens == 1 else 1.25) * c.memory_s + 2.0 * c.compute_s for c in costs]
-    f = fit_steps(costs, times, runs=[i % 3 for i in range(len(costs))])
-    assert len(f.fits) == 1 and f.fits[0] == pytest.approx((0.003, 2.5, 1.25, 2.0), rel=1e-9)
-    assert f.residual_rms == pytest.approx(0, abs=1e-12) and f.stderr[0] == pytest.approx((0, 0, 0, 0), abs=1e-9)
+    costs = [_cost(t, w, kv, c) for t in (1, 8) for w in (0.01, 0.02) for kv in (0.001, 0.005) for c in (0.001, 0.004, 0.02)]
+    times = [0.003 + 1.6 * c.weight_bytes / 1e9 + 2.5 * c.kv_read_bytes / 1e9 + 2.0 * c.compute_s for c in costs]
+    f = fit_steps(costs, times, runs=[(c.tokens, i % 3) for i, c in enumerate(costs)])
+    assert len(f.fits) == 1 and f.fits[0] == pytest.approx((0.003, 1.6, 2.5, 2.0), rel=1e-9)
+    assert f.residual_rms == pytest.approx(0, abs=1e-12) and f.stderr() == pytest.approx((0, 0, 0, 0), abs=1e-9)
+    assert len(f.replicates) == 200
+
+
+def test_no_factor_beats_its_ceiling():
+    """Steps measured at half their floors (a wrong ceiling, a wrong byte count): the factors stop at 1, so
+    the model never prices a step under its floor; the residual says the fit is off."""
+    costs = [_cost(8, w, 0.001, c) for w in (0.01, 0.02, 0.04) for c in (0.001, 0.01)]
+    f = fit_steps(costs, [0.5 * (c.memory_s + c.compute_s) for c in costs])
+    assert all(min(fx[1:]) >= 1.0 and fx[0] >= 0 for fx in f.fits)
+    assert all(min(f.step_s(c)) >= max(c.memory_s, c.compute_s) for c in costs)
+    assert f.residual_rms > 0.5
 
 
 def test_terms_the_steps_cannot_separate_give_every_fit_and_a_spanning_interval():
-    # the memory floor never varies: a fixed cost and a memory factor explain the steps equally well
-    costs = [_cost(8, 0.02, c) for c in (0.001, 0.004, 0.02)]
-    f = fit_steps(costs, [0.01 + 0.02 + 2 * c.compute_s for c in costs])
-    assert {(fx > 0, mem > 0) for fx, _, mem, _ in f.fits} == {(True, False), (False, True)}
-    for fixed, _, mem, cmp in f.fits:
-        assert cmp == pytest.approx(2.0) and fixed + mem * 0.02 == pytest.approx(0.03)
-    # same floors: every fit agrees; half the memory floor: they part, by the fixed cost's share
+    # the weights floor never varies (one dense model): a fixed cost and a weights factor explain the steps alike
+    costs = [_cost(8, 0.02, kv, c) for kv in (0.001, 0.003) for c in (0.001, 0.004, 0.02)]
+    f = fit_steps(costs, [0.01 + 0.02 + kv.kv_read_bytes / 1e9 + 2 * kv.compute_s for kv in costs])
+    assert {(fx > 0, w > 1) for fx, w, _, _ in f.fits} == {(True, False), (False, True)}
+    for fixed, w, kv, cmp in f.fits:
+        assert cmp == pytest.approx(2.0) and kv == pytest.approx(1.0) and fixed + w * 0.02 == pytest.approx(0.03)
+    # same floors: every fit agrees; half the weights floor: they part, by the fixed cost's share
     assert max(f.step_s(costs[0])) == pytest.approx(min(f.step_s(costs[0])))
-    lo, hi = sorted(f.step_s(_cost(8, 0.01, 0.001)))
-    assert (lo, hi) == pytest.approx((0.015 + 0.002, 0.03 + 0.002))
+    lo, hi = sorted(f.step_s(_cost(8, 0.01, 0.0, 0.001)))
+    assert (lo, hi) == pytest.approx((0.015 + 0.002, 0.02 + 0.002))
 
 
 @pytest.fixture(scope="module")
