@@ -111,6 +111,13 @@ def measure(keep: Path) -> None:
                  layers=cfg["config"]["num_hidden_layers"] // 2)
 
 
+def _record(keep: Path, name: str) -> dict:
+    """A record of the run, as `measure` wrote it or gzipped (as committed)."""
+    from llmprobe.records import load_json
+    path = keep / f"{name}.json"
+    return load_json(path if path.exists() else keep / f"{name}.json.gz", "run record")
+
+
 def _slice(doc: dict, keep) -> dict:
     return dict(doc, scenarios=[s for i, s in enumerate(doc["scenarios"]) if keep(i, s)])
 
@@ -119,8 +126,9 @@ def _key(s: dict) -> tuple[int, int, int]:
     return s["batch"], s["prompt_len"], s["gen_len"]
 
 
-def baselines(cal_scs: list[dict], spec, ceilings, target: tuple[int, int, int]) -> dict[str, dict[str, float]]:
-    """B0, B1, B2 for one target scenario from the calibration scenarios (their medians)."""
+def baselines(cal_scs: list[dict], spec, ceilings, target: tuple[int, int, int], target_spec=None) -> dict[str, dict[str, float]]:
+    """B0, B1, B2 for one target scenario (of ``target_spec``, default ``spec``) from the calibration scenarios
+    of ``spec`` (their medians)."""
     from llmprobe.costs import Floors
     from llmprobe.memory import card_of
     from llmprobe.roofline import scenario
@@ -128,12 +136,10 @@ def baselines(cal_scs: list[dict], spec, ceilings, target: tuple[int, int, int])
     near = min(cal_scs, key=lambda s: (abs(math.log2(s["batch"] / b)), abs(math.log2(s["prompt_len"] / p))))
     med = lambda s, k: s["summary"][k]["median"]   # noqa: E731
     out = {"B0": {k: med(near, k) for k in METRICS}}
-    f = Floors.of(spec, ceilings)
-
-    def bound(s):
-        x = scenario(f, card_of(ceilings), *s, advise=False)
+    def bound(model, s):
+        x = scenario(Floors.of(model, ceilings), card_of(ceilings), *s, advise=False)
         return {"ttft_s": x.ttft_floor_s, "tpot_s": x.tpot_floor_s, "tps": x.tps_ceiling}
-    bn, bt = bound(_key(near)), bound(target)
+    bn, bt = bound(spec, _key(near)), bound(target_spec or spec, target)
     out["B1"] = {k: bt[k] * med(near, k) / bn[k] for k in METRICS}   # the same efficiency on the target's floors
     pts = sorted({s["batch"]: s for s in cal_scs if s["prompt_len"] == p and s["gen_len"] == g}.values(),
                  key=lambda s: s["batch"]) or sorted(cal_scs, key=lambda s: s["batch"])
@@ -155,9 +161,7 @@ def evaluate(keep: Path, out: str | None) -> None:
     cal_keys = {tuple(s) for s in reg["calibration"]}
     lines, rows_all = [], []
     for cfg in reg["configs"]:
-        a = json.loads((keep / f"{cfg['name']}-A.json").read_text())
-        b = json.loads((keep / f"{cfg['name']}-B.json").read_text())
-        c = json.loads((keep / f"{cfg['name']}-C.json").read_text())
+        a, b, c = (_record(keep, f"{cfg['name']}-{x}") for x in "ABC")
         first = {}
         for i, s in enumerate(a["scenarios"]):
             first.setdefault(_key(s), i)
@@ -168,28 +172,27 @@ def evaluate(keep: Path, out: str | None) -> None:
         spec = from_hf_config(cfg["config"], cfg["name"])
         drift = {f"b{s['batch']}": again_s["summary"]["tps"]["median"] / s["summary"]["tps"]["median"] - 1
                  for s, again_s in zip(cal_a["scenarios"], again["scenarios"])}
-        lines += [f"### {cfg['name']}", "", f"Calibration drift over record A (the calibration re-measured at its end, "
-                  "TPS): " + ", ".join(f"{k} {v:+.1%}" for k, v in drift.items())
-                  + f"; engine-to-engine spread (A against B): {cal.engine_spread:.1%}." if cal.engine_spread is not None
-                  else "", "", "| held out | metric | predicted | interval | measured | error | inside | B0 err | B1 err | B2 err |",
+        spread = "not measured" if cal.engine_spread is None else f"{cal.engine_spread:.1%}"
+        lines += [f"### {cfg['name']}", "", "Calibration drift over record A (its calibration scenarios re-measured at "
+                  "its end, TPS): " + ", ".join(f"{k} {v:+.1%}" for k, v in drift.items())
+                  + f"; engine-to-engine spread (A against B, TPS): {spread}.", "",
+                  "| held out | metric | predicted | interval | measured | error | inside | B0 err | B1 err | B2 err |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         targets = [(sc, None) for sc in held["scenarios"]] + [(sc, spec.with_layers(c["config"]["layers"]))
                                                                for sc in c["scenarios"]]
         for sc, model in targets:
             k = _key(sc)
             pred = predict(cal, *k, model=model)
-            base = baselines(cal_a["scenarios"] + b["scenarios"], model or spec, cal.ceilings, k) if model is None else \
-                baselines(cal_a["scenarios"], model, cal.ceilings, k)
+            base = baselines(cal_a["scenarios"], spec, cal.ceilings, k, model)
             label = f"b{k[0]} p{k[1]} g{k[2]}" + (f", {model.num_layers} layers" if model else "")
             for m in METRICS:
                 meas = sc["summary"][m]["median"]
                 lo, hi = pred["interval"][m]
-                floor_ok = True
                 errs = {name: bl[m] / meas - 1 for name, bl in base.items()}
                 row = {"config": cfg["name"], "target": label, "metric": m, "pred": pred[m], "lo": lo, "hi": hi,
                        "meas": meas, "err": pred[m] / meas - 1, "inside": lo <= meas <= hi, "width": hi / lo,
                        "predictable": pred["predictable"][m], "outside_range": pred["extrapolation_doublings"] > 0,
-                       "under_floor": not floor_ok or m in pred["clamped_to_bound"], "baselines": errs,
+                       "under_floor": m in pred["clamped_to_bound"], "baselines": errs,
                        "score": interval_score(lo, hi, meas)}
                 rows_all.append(row)
                 unit = 1e3 if m != "tps" else 1
@@ -246,7 +249,8 @@ def leave_one_out(paths: list[str], out: str | None) -> None:
     from llmprobe.records import RunRecord
     lines = []
     for path in paths:
-        doc = json.loads(Path(path).read_text())
+        from llmprobe.records import load_json
+        doc = load_json(path, "run record")
         env = doc["provenance"]
         lines += [f"`{path}` ({doc['config']['model']}, {doc['config']['layers']} of {doc['config']['full_layers']} "
                   f"layers, backend {doc['config']['backend']}; {env['device'].get('name')}; {env['created_utc']}):",

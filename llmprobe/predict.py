@@ -419,6 +419,11 @@ def predict(cal: Calibration, batch: int, prompt_len: int, gen_len: int, ceiling
                            f"widened by {WIDEN_PER_DOUBLING:.0%} per doubling")
     if cal.engine_spread is None:
         assumptions.append("one engine start calibrated: engine-to-engine variation is not in the interval")
+    if cal.token_budget and batch > 1 and batch * prompt_len > cal.token_budget:
+        assumptions.append(f"the {batch} prompts ({batch * prompt_len} tokens) exceed the scheduler's {cal.token_budget}"
+                           "-token steps: the model runs their chunks before any decode step, vLLM starts decoding a "
+                           "request while others' chunks still run (TPOT measured up to 6x this figure on vLLM's CPU "
+                           "build, TTFT 15-32% over it; docs/methodology.md); TPS is not affected that way (the same work in all)")
     if cal.busy:
         assumptions.append("a calibration run had a busy host beside it (its record says so)")
     if not all(predictable.values()):

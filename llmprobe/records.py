@@ -8,6 +8,7 @@ leaves a readable file); readers load it into the typed form, which checks it on
 from __future__ import annotations
 
 import datetime as _dt
+import gzip
 import json
 import os
 import platform
@@ -113,9 +114,9 @@ def load_json(path: str | os.PathLike, what: str = "file") -> Any:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{path}: no such {what}")
-    try:
-        return json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    try:   # records kept in the repository are gzipped (a batch-64 run lists every sequence of every step)
+        return json.loads(gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
         raise UserError(f"{path}: not a JSON {what} ({e})") from None
 
 

@@ -7,10 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from llmprobe.records import RecordError, RunRecord, SeqRow, load_run_record
+from llmprobe.records import RecordError, RunRecord, SeqRow, load_json, load_run_record
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMITTED = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs" / "measurements").rglob("profile-*.json"))
+def _run_records() -> list[str]:
+    """Every run record committed under docs/measurements, plain or gzipped."""
+    from llmprobe.records import load_json
+    out = []
+    for p in sorted((ROOT / "docs" / "measurements").rglob("*.json*")):
+        if p.suffix in (".json", ".gz") and p.stat().st_size < 64 << 20:
+            doc = load_json(p)
+            if isinstance(doc, dict) and doc.get("kind") == "llmprobe.run":
+                out.append(str(p.relative_to(ROOT)))
+    return out
+
+
+COMMITTED = _run_records()
 
 
 def _contains(a, b, path="") -> None:
@@ -30,7 +42,7 @@ def _contains(a, b, path="") -> None:
 @pytest.mark.parametrize("path", COMMITTED)
 def test_committed_records_round_trip(path):
     rec = load_run_record(ROOT / path)
-    doc = json.loads((ROOT / path).read_text())
+    doc = load_json(ROOT / path)
     _contains(doc, rec.to_dict())
     assert RunRecord.from_dict(rec.to_dict()) == rec
     st = rec.scenarios[0].runs[0].steps[0]
