@@ -27,8 +27,8 @@ from typing import Any
 from .routing import merge_rank_experts, patch_vllm_loader
 from .tracing import step_scope
 
-if "vllm" in sys.modules:   # a worker importing its extension class, before it loads the model; elsewhere the
-    patch_vllm_loader()      # engine patches after import_vllm (vLLM 0.26 configures logging when imported)
+if sys.modules.get("vllm") is not None:   # a worker importing its extension class, before it loads the model;
+    patch_vllm_loader()      # elsewhere the engine patches after import_vllm (vLLM 0.26 configures logging on import)
 
 
 def _rows(so, prompt_lens: dict[str, int]) -> list[list[Any]]:
