@@ -5,7 +5,7 @@ random-weight model, batch and lengths, in both engine modes (in-process:
 VLLM_ENABLE_V1_MULTIPROCESSING=0; multiprocess: vLLM's default), and prints the ratio of
 llmprobe's median total latency to the benchmark's p50, per repeat and overall.
 
-    python experiments/bench_vs_vllm.py [--repeats 2] [--batch 8] [--prompt-len 64] [--gen-len 16] [--out F]
+    python -m experiments.bench_vs_vllm [--repeats 2] [--batch 8] [--prompt-len 64] [--gen-len 16] [--out F]
 
 The model is tiny-mixtral's architecture with a 32k vocabulary (a real tokenizer's size: the
 logits and the sampler cost what they cost in a real model). Both sides: enforce-eager, dummy
@@ -33,7 +33,6 @@ MODES = {"in-process": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}, "multiprocess": 
 
 
 def model_dir(tmp: str) -> str:
-    sys.path.insert(0, str(ROOT))
     from llmprobe.models import resolve_model
     cfg = dict(resolve_model("tiny-mixtral").config, vocab_size=32000)
     d = os.path.join(tmp, "tiny-mixtral-32k")
@@ -104,7 +103,6 @@ def ablate(a) -> list[str]:
     LLM.generate (what its benchmark runs) against llmprobe's loop with and without each addition."""
     import random
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    sys.path.insert(0, str(ROOT))
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 

@@ -1,7 +1,7 @@
 """Every operator/kernel name (with the scopes that decide its class) in traces of `profile
 --trace-steps`, and the class the current table gives it: the reviewed list tests/test_traces.py pins.
 
-    python experiments/trace_names.py --table vllm-cpu results/*.traces/*.json.gz [--table hf ...] > tests/data/trace_names.json
+    python -m experiments.trace_names --table vllm-cpu results/*.traces/*.json.gz [--table hf ...] > tests/data/trace_names.json
 
 Review the classes before committing: the test then holds the table to them.
 """
@@ -12,9 +12,6 @@ import argparse
 import json
 import re
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 DECIDING = re.compile(r"^(gpu_model_runner: \w+|llmprobe::sample_tokens|llmprobe::module .*)$")
 
