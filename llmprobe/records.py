@@ -23,8 +23,15 @@ from typing import Any
 from .errors import UserError
 
 SCHEMA_VERSION = 1
-# Bumped whenever what is measured or how changes (mamf-finder's benchmark_version habit).
-PROFILE_METHODOLOGY = "profile-1: warm-up run(s) then measured runs; token-id prompts of random ids; EOS ignored; prefix caching off"
+# Bumped whenever what is measured or how changes (mamf-finder's benchmark_version habit); one line per version.
+PROFILE_METHODOLOGIES = {
+    "profile-1": "warm-up run(s) then measured runs; token-id prompts of random ids; EOS ignored; prefix caching off",
+    "profile-2": "as profile-1, and: MoE routers with random weights set trained-like by default and each step's "
+                 "experts counted per layer; a quick ceilings pass where none is saved; sample_tokens timed per step; "
+                 "traced steps in llmprobe's own profiler window, outside the timed ones; in-process engines on the "
+                 "caller's thread; NVML energy read around each measured run",
+}
+PROFILE_METHODOLOGY = "profile-2: " + PROFILE_METHODOLOGIES["profile-2"]
 # ceilings-2: matmul best over layouts (NN and NT) and LLM shapes, per-method time budgets, L2 flushed
 # by a read, stream grids sized by occupancy. Saved ceilings of an older methodology are re-measured.
 CEILINGS_METHODOLOGY = "ceilings-2"
