@@ -8,7 +8,7 @@
 // takes 40 (sm_90) to 48 (sm_80), so 6 or 5 blocks of 256 fit an SM, not 8. Capping it at 32 with
 // __launch_bounds__(256, 8) spills (76 B per thread), which costs more than the lost occupancy.
 //
-// What each kernel reads, writes and computes: kernels/traffic.py (STREAM, per float; _v4 moves four).
+// What each kernel reads and writes: kernels/traffic.py (STREAM, per float; _v4 moves four).
 // (read_v4 also writes one float per thread, gridDim*blockDim*4 bytes, under 0.1% of the stream.)
 
 #ifndef UNROLL

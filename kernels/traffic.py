@@ -1,4 +1,5 @@
-"""What each benchmark kernel reads, writes and computes per element: the one table launchers and tests use.
+"""What each benchmark kernel reads and writes per element, and the FLOPs of the compute kernels: the one
+table launchers and tests use.
 
 Modelled on BabelStream's benchmark.h. An element is one float32 (the CUDA _v4 kernels move four
 per access, which changes nothing per element): bytes moved = (reads + writes) x elements x 4.
@@ -14,17 +15,16 @@ from dataclasses import dataclass
 class Traffic:
     reads: int    # arrays read, one element each
     writes: int   # arrays written
-    flops: int    # per element
 
     def bytes(self, elements: int, element_size: int = 4) -> int:
         return (self.reads + self.writes) * elements * element_size
 
 
 STREAM = {
-    "read": Traffic(reads=1, writes=0, flops=1),    # + one float32 partial sum per program/thread
-    "write": Traffic(reads=0, writes=1, flops=0),
-    "copy": Traffic(reads=1, writes=1, flops=0),
-    "triad": Traffic(reads=2, writes=1, flops=2),   # c = a + s * b: one FMA
+    "read": Traffic(reads=1, writes=0),    # + one float32 partial sum per program/thread
+    "write": Traffic(reads=0, writes=1),
+    "copy": Traffic(reads=1, writes=1),
+    "triad": Traffic(reads=2, writes=1),   # c = a + s * b
 }
 
 # fma.cu: independent FMA chains per thread, enough to hide the FMA latency on every scheduler

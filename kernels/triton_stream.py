@@ -1,6 +1,6 @@
 """Triton streaming kernels for HBM bandwidth. Imports triton: load it only where it is used.
 
-What each reads, writes and computes per element: kernels/traffic.py (STREAM).
+What each reads and writes per element: kernels/traffic.py (STREAM).
 """
 
 import triton
