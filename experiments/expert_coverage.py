@@ -14,11 +14,10 @@ import argparse
 import os
 import statistics
 
+from llmprobe.engines.routing import ROUTINGS
 from llmprobe.explain import explain_record
 from llmprobe.profiling import Scenario, profile
 from llmprobe.records import atomic_write_text, load_run_record
-
-ROUTINGS = ("trained-like", "as-loaded")
 
 
 def step_times_by_coverage(record) -> dict[int, tuple[int, float]]:

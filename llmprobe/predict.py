@@ -35,6 +35,7 @@ from .models import ModelSpec
 from .profiling import run_metrics
 from .records import RunRecord
 from .roofline import scenario
+from .timing import percentile
 
 # Relative widening per doubling of distance outside the calibrated batch, context and layer count: the
 # EPYC validation of 2026-11-27 (docs/measurements/cpu-epyc-2026-11-27/predict-validation.md) missed by
@@ -339,13 +340,6 @@ def _point(per_fit: dict[str, list[float]]) -> dict[str, float]:
     return {k: math.sqrt(min(v) * max(v)) for k, v in per_fit.items()}
 
 
-def _quantile(v: list[float], q: float) -> float:
-    v = sorted(v)
-    pos = q * (len(v) - 1)
-    lo = math.floor(pos)
-    return v[lo] + (v[min(lo + 1, len(v) - 1)] - v[lo]) * (pos - lo)
-
-
 def doublings_outside(cal: Calibration, target: ModelSpec, batch: int, prompt_len: int, gen_len: int) -> float:
     """How far the scenario lies outside what was calibrated: doublings of batch, context and layer count."""
     c = cal.calibrated
@@ -386,8 +380,8 @@ def predict(cal: Calibration, batch: int, prompt_len: int, gen_len: int, ceiling
     engine = 1 + (cal.engine_spread or 0.0)
     interval, width, predictable = {}, {}, {}
     for key in ("ttft_s", "tpot_s", "tps"):
-        lows = [min(per_fit[key])] + ([_quantile([min(r[key]) for r in reps], 0.05)] if reps else [])
-        highs = [max(per_fit[key])] + ([_quantile([max(r[key]) for r in reps], 0.95)] if reps else [])
+        lows = [min(per_fit[key])] + ([percentile(sorted([min(r[key]) for r in reps]), 0.05)] if reps else [])
+        highs = [max(per_fit[key])] + ([percentile(sorted([max(r[key]) for r in reps]), 0.95)] if reps else [])
         lo_r, hi_r = cal.ratio_range[key]
         lo = min(lows) * min(lo_r, 1.0) / (widen * engine)
         hi = max(highs) * max(hi_r, 1.0) * widen * engine

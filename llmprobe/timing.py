@@ -25,11 +25,11 @@ def summarize(values: Sequence[float]) -> dict[str, Any]:
         return {"n": 0, "mean": None, "median": None, "min": None, "max": None, "stdev": None, "p90": None,
                 "p99": None, "median_ci": None}
     return {"n": len(v), "mean": statistics.fmean(v), "median": statistics.median(v), "min": v[0], "max": v[-1],
-            "stdev": statistics.stdev(v) if len(v) > 1 else 0.0, "p90": _percentile(v, 0.90),
-            "p99": _percentile(v, 0.99), "median_ci": median_ci(v)}
+            "stdev": statistics.stdev(v) if len(v) > 1 else 0.0, "p90": percentile(v, 0.90),
+            "p99": percentile(v, 0.99), "median_ci": median_ci(v)}
 
 
-def _percentile(v: Sequence[float], q: float) -> float:
+def percentile(v: Sequence[float], q: float) -> float:
     """``q``-quantile of sorted ``v`` by linear interpolation (numpy.percentile's default)."""
     pos = q * (len(v) - 1)
     lo = math.floor(pos)

@@ -34,8 +34,9 @@ def check_options(backend: str, opts: EngineOptions) -> None:
                         "layers the model does not have")
     if opts.tp <= 0 or opts.pp <= 0:
         raise UserError("--tp and --pp must be positive")
-    if opts.routing not in ("trained-like", "as-loaded"):
-        raise UserError(f"unknown routing {opts.routing!r}; choose trained-like or as-loaded")
+    from .routing import ROUTINGS
+    if opts.routing not in ROUTINGS:
+        raise UserError(f"unknown routing {opts.routing!r}; choose {' or '.join(ROUTINGS)}")
     if opts.routing == "trained-like" and opts.weights == "real":
         raise UserError("--routing trained-like sets random routers; real weights are never touched (use --routing as-loaded)")
     if opts.routing == "trained-like" and not opts.model.is_moe:
