@@ -111,7 +111,7 @@ class VllmEngine(Engine):
             kw["gpu_memory_utilization"] = opts.gpu_memory_utilization
         kw.update({k: v for k, v in opts.extra.items() if k != "kv_cache_memory_bytes"})
         self.engine_args = {k: v for k, v in kw.items() if k != "model"}
-        # the workers (spawned inside LLM()) read this when their loader returns the model
+        # the workers (spawned inside LLM()) read this once their loader has the weights, before vLLM processes them
         moe = worker_settings(opts.expert_counts, opts.routing, opts.seed) if opts.model.is_moe else ""
         # the counters are traced into the compiled graph, but vLLM's AOT compile cache (0.26, torch >= 2.10) keys
         # on the config and the forward's code only: a graph saved without them would load without them
