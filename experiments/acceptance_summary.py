@@ -46,7 +46,7 @@ def ceilings(out: Path) -> None:
         print("no CUDA GPU: CPU fallback; nothing below is a GPU figure")
     print(f"bandwidth: floors {(m.bandwidth_bytes_per_s or 0) / 1e9:,.0f} GB/s ({m.floor_stream.name if m.floor_stream else '-'}), "
           f"best stream {(m.best_stream_bytes_per_s or 0) / 1e9:,.0f} GB/s; "
-          + ", ".join(f"{d} {v / 1e12:,.1f} TFLOP/s" for d, v in sorted(m.flops.items())))
+          + ", ".join(f"{d} {v / 1e12:,.1f} TFLOP/s" for d, v in sorted(m.flops_per_s.items())))
     print(f"throttle reasons seen: {throttle_text((m.telemetry or {}).get('throttle_fraction')) if m.telemetry else 'no telemetry'}")
     for r in m.methods:
         if r.kind == "collective":   # bus bandwidth and the latency of one call

@@ -57,7 +57,7 @@ def main() -> None:
             for hooked in ((True, False) if i % 2 == 0 else (False, True)):  # alternate the order: no order bias
                 eng.set_hooks(hooked)
                 r = eng.run(prompts, args.gen_len)
-                pair[hooked] = args.batch * args.gen_len / r["wall_s"]
+                pair[hooked] = args.batch * args.gen_len / r.wall_s
                 tps[hooked].append(pair[hooked])
             ratios.append(pair[True] / pair[False])
         on, off = statistics.median(tps[True]), statistics.median(tps[False])

@@ -7,7 +7,7 @@ import time
 
 from llmprobe.hardware import gpu_catalog
 from llmprobe.models import resolve_model
-from llmprobe.roofline import Grid, sweep
+from llmprobe.bounds import Grid, sweep
 
 
 def main() -> None:

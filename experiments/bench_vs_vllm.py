@@ -66,8 +66,8 @@ VllmEngine._admit_together = lambda self: contextlib.nullcontext()
 model, batch, prompt, gen, runs, warmup = sys.argv[1], *map(int, sys.argv[2:7])
 rec = profile(model, [Scenario(batch, prompt, gen)], backend="vllm", runs=runs, warmup=warmup,
               engine_options={"enforce_eager": True, "temperature": 1.0})
-sc = rec["scenarios"][0]
-print(json.dumps({"median_s": sc["summary"]["total_latency_s"]["median"], "split_runs": sc["admission"]["split_runs"]}))
+sc = rec.scenarios[0]
+print(json.dumps({"median_s": sc.summary["total_latency_s"].median, "split_runs": sc.admission.split_runs}))
 """
 
 
@@ -140,7 +140,7 @@ def ablate(a) -> list[str]:
             else:
                 r = eng.run(prompts(), a.gen_len)
             eng.set_hooks(True)
-            return r["wall_s"]
+            return r.wall_s
 
         def fetch():
             t0 = time.perf_counter()

@@ -40,7 +40,7 @@ def table(outdir: str) -> str:
         if not os.path.exists(path):
             continue
         rec = load_run_record(path)
-        for s in explain_record(rec)["scenarios"]:
+        for s in explain_record(rec).to_dict()["scenarios"]:
             for ph in ("prefill", "decode"):
                 c = (s.get("experts") or {}).get(ph)
                 if c:

@@ -26,7 +26,7 @@ def main() -> None:
           + ("" if m.device == "cuda" else "  -- no CUDA GPU: these are CPU figures"))
     print(f"{'method':24} {'kind':9} {'dtype':5} {'value':>14} {'of best':>8} {'of datasheet':>12}  note")
     for r in m.methods:
-        best = m.best_stream_bytes_per_s if r.kind == "bandwidth" else m.flops.get(r.dtype)
+        best = m.best_stream_bytes_per_s if r.kind == "bandwidth" else m.flops_per_s.get(r.dtype)
         ref = (ds.hbm_bytes_per_s if r.kind == "bandwidth" else ds.peak_flops.get(r.dtype)) if ds else None
         unit = "GB/s" if r.kind == "bandwidth" else "TFLOP/s"
         val = f"{r.value / (1e9 if r.kind == 'bandwidth' else 1e12):10.1f} {unit}" if r.valid else "failed"

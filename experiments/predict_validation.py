@@ -131,7 +131,7 @@ def baselines(cal_scs: list[dict], spec, ceilings, target: tuple[int, int, int],
     of ``spec`` (their medians)."""
     from llmprobe.costs import Floors
     from llmprobe.memory import card_of
-    from llmprobe.roofline import scenario
+    from llmprobe.bounds import scenario
     b, p, g = target
     near = min(cal_scs, key=lambda s: (abs(math.log2(s["batch"] / b)), abs(math.log2(s["prompt_len"] / p))))
     med = lambda s, k: s["summary"][k]["median"]   # noqa: E731

@@ -13,7 +13,7 @@ from .hardware import Ceilings, GpuSpec, gpu_catalog, resolve_gpu
 from .models import ModelSpec, catalog_names, expected_experts_touched, from_hf_config, resolve_model
 from .costs import Floors, RankCosts, StepCost, decode_cost, decode_sum, prefill_cost, roofline, step_cost
 from .memory import Card, fit_advice, memory_required
-from .roofline import Grid, ScenarioBound, bound, scenario, sweep, to_table
+from .bounds import Grid, ScenarioBound, bound, scenario, sweep, to_table
 
 __version__ = "0.1.0"
 
@@ -25,6 +25,9 @@ def _bind_kernels() -> None:
     ``llmprobe.kernels``. Run from a repository root without an install (as the GPU machine does),
     ``llmprobe`` is found through the working directory and that mapping does not exist: bind the
     sibling folder under the same name so launchers find the sources the same way everywhere.
+    Kept over the alternatives: moving the device code into the package would leave no top-level
+    ``kernels/`` (the layout the brief names), and an install step on the lent GPU machine (offline)
+    is untried there, where a failure would cost its few minutes.
     """
     if "llmprobe.kernels" in _sys.modules or _ilu.find_spec(__name__ + ".kernels") is not None:
         return

@@ -29,7 +29,7 @@ from .errors import UserError
 from .hardware import resolve_gpu
 from .models import resolve_model
 from .pricing import tps_per_dollar_hour, usd_per_million_tokens
-from .roofline import bound
+from .bounds import bound
 
 ACHIEVABLE_SHARE = 3.140 / 3.35
 COLUMNS = ("model", "gpu", "batch", "prompt_len", "gen_len", "tps", "tp", "dtype", "provider", "price_per_hour")

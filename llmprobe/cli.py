@@ -195,7 +195,7 @@ def profile(**options) -> None:
 @click.argument("records", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Write report.md/.html and PNG figures here.")
 @click.option("--gpu", default=None, help="Explain against this catalog GPU's datasheet instead.")
-@click.option("--ceilings", "ceilings_file", type=click.Path(dir_okay=False),
+@click.option("--ceilings", "ceilings_path", type=click.Path(dir_okay=False),
               help="Explain against the ceilings of a `llmprobe roofline --json` output.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def explain(**options) -> None:
@@ -219,7 +219,7 @@ def explain(**options) -> None:
 @click.option("--gen-len", default="256", callback=_int_list, show_default=True,
               help="Tokens to generate per prompt, comma-separated.")
 @click.option("--gpu", default=None, help="Predict for this catalog GPU instead (its datasheet ceilings).")
-@click.option("--ceilings", "ceilings_file", type=click.Path(dir_okay=False),
+@click.option("--ceilings", "ceilings_path", type=click.Path(dir_okay=False),
               help="Predict for the card of this `llmprobe roofline --json` measurement (preferred to --gpu).")
 @click.option("--tp", default=1, show_default=True, type=int, help="Tensor-parallel degree to predict for.")
 @click.option("--model", "model_name", default=None, help="Another model of the same architecture family.")

@@ -17,7 +17,7 @@ from .errors import UserError
 from .hardware import Ceilings, resolve_gpu
 from .models import ModelSpec, resolve_model
 from .costs import Floors, RankCosts
-from .roofline import Grid, ScenarioBound, sweep
+from .bounds import Grid, ScenarioBound, operating_points, sweep
 from .terminal import console, emit_json, err_console, progress, stdout_to_stderr
 
 
@@ -74,8 +74,12 @@ def roofline(*, gpu: str, model_name: str | None, batch, prompt_len, gen_len, dt
                        gpu_memory_utilization=gpu_memory_utilization)
     if plot:
         from .plots import roofline_chart
+        compute, points = dtypes[0], []
+        if model is not None:
+            f = Floors.of(model, ceilings, dtype=dtypes[0], kv_dtype=kv_dtype)
+            compute, points = f.compute_dtype, operating_points(f, batches, prompt_lens[0])
         roofline_chart(plot, ceilings=ceilings, datasheet=datasheet if datasheet is not ceilings else None,
-                       model=model, batches=batches, prompt_len=prompt_lens[0], dtype=dtypes[0], kv_dtype=kv_dtype)
+                       compute=compute, bound_points=points, title_model=model.name if model is not None else "")
     doc: dict[str, Any] = {"gpu": ceilings.to_dict()}
     if datasheet is not ceilings and datasheet is not None:
         doc["datasheet"] = datasheet.to_dict()
@@ -133,9 +137,8 @@ def profile(*, model_name: str, backend: str, batch, prompt_len, gen_len, runs: 
             raise
     if as_json:
         err_console.print(f"run record: {out}")
-        return emit_json(record)
-    from .records import RunRecord
-    views.print_profile(RunRecord.from_dict(record))
+        return emit_json(record.to_dict())
+    views.print_profile(record)
     console.print(f"run record: {out}")
 
 
@@ -153,45 +156,39 @@ def parse_engine_args(items: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def explain(*, records: list[str], report_dir: str | None, gpu: str | None, ceilings_file: str | None,
+def explain(*, records: list[str], report_dir: str | None, gpu: str | None, ceilings_path: str | None,
             as_json: bool) -> None:
-    from .explain import explain_record
-    from .records import load_json, load_run_record
-    if gpu and ceilings_file:
-        raise UserError("--gpu (a catalog datasheet) and --ceilings (a measurement) name two different ceilings: "
-                        "give one")
-    ceil_doc = None
-    if ceilings_file:
-        doc = load_json(ceilings_file, "ceilings file")
-        ceil_doc = doc.get("measured") if isinstance(doc, dict) and "measured" in doc else doc
-        if not isinstance(ceil_doc, dict) or "ceilings" not in ceil_doc:
-            raise UserError(f"{ceilings_file}: not a `llmprobe roofline --json` output with measured ceilings")
+    from .context import RecordContext
+    from .explain import explain as explain_context
+    from .records import load_run_record
+    ceilings = _load_ceilings(ceilings_path) if ceilings_path else None
     items = []
     for p in records:
         record = load_run_record(p)
         if not record.scenarios:
             raise UserError(f"{p}: the run record has no finished scenario to explain")
-        items.append((p, explain_record(record, gpu=gpu, ceilings_file=ceil_doc), record))
+        ctx = RecordContext.of(record, gpu, ceilings)
+        items.append((p, explain_context(ctx), ctx))
     files = []
     if report_dir:
         from .report import write_report
         files = write_report(report_dir, items)
     if as_json:
-        return emit_json({"scenarios": [dict(s, record=p) for p, ex, _ in items for s in ex["scenarios"]],
-                                 "records": [{k: v for k, v in ex.items() if k != "scenarios"} | {"path": p}
-                                             for p, ex, _ in items],
-                                 "report_files": files})
+        docs = [(p, ex.to_dict()) for p, ex, _ in items]
+        return emit_json({"scenarios": [dict(s, record=p) for p, ex in docs for s in ex["scenarios"]],
+                          "records": [{k: v for k, v in ex.items() if k != "scenarios"} | {"path": p} for p, ex in docs],
+                          "report_files": files})
     views.print_explain(items, files)
 
 
-def predict(*, records: list[str], batch, prompt_len, gen_len, gpu: str | None, ceilings_file: str | None, tp: int,
+def predict(*, records: list[str], batch, prompt_len, gen_len, gpu: str | None, ceilings_path: str | None, tp: int,
             model_name: str | None, as_json: bool) -> None:
     from .predict import calibrate, predict as predict_one
     from .records import load_run_record
     cal = calibrate([(p, load_run_record(p)) for p in records])
     target, label = None, None
-    if ceilings_file:
-        target = _ceilings_file(ceilings_file)
+    if ceilings_path:
+        target = _load_ceilings(ceilings_path)
     elif gpu:
         spec = resolve_gpu(gpu)
         target, label = spec.ceilings(), spec.id
@@ -203,7 +200,7 @@ def predict(*, records: list[str], batch, prompt_len, gen_len, gpu: str | None, 
     views.print_predictions(preds)
 
 
-def _ceilings_file(path: str) -> Ceilings:
+def _load_ceilings(path: str) -> Ceilings:
     from .microbench.result import ceilings_from_record
     from .records import load_json
     doc = load_json(path, "ceilings file")

@@ -10,14 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import UserError
-from .hardware import match_device_name, resolve_gpu
+from .context import RecordContext, record_gpu_id
+from .errors import DoesNotFit, UserError
+from .hardware import resolve_gpu
 from .models import ModelSpec
 from .records import RunRecord, sampling_label
 from .pricing import Price, price_for, tps_per_dollar_hour, usd_per_million_tokens, workload_cost_usd
 from .costs import Floors
 from .memory import card_of
-from .roofline import scenario
+from .bounds import scenario
 
 
 def _cost_fields(tps: float | None, price: Price | None, gpus: int, tokens: float | None) -> dict[str, Any]:
@@ -31,25 +32,17 @@ def _cost_fields(tps: float | None, price: Price | None, gpus: int, tokens: floa
             "price_source": price.source, "price_date": price.date}
 
 
-def record_gpu(record: RunRecord) -> str:
-    dev = record.device
-    if dev.get("kind") != "cuda":
-        return "cpu"
-    spec = match_device_name(dev.get("name") or "", dev.get("memory_bytes"))
-    return spec.id if spec else (dev.get("name") or "unknown")
-
-
 def measured_rows(records: Sequence[tuple[str, RunRecord]], prices: list[Price], provider: str | None = None,
                   tokens: float | None = None) -> list[dict[str, Any]]:
     rows = []
     for path, rec in records:
         cfg = rec.config
-        gpu = record_gpu(rec)
+        gpu = record_gpu_id(rec) or rec.device.get("name") or "unknown"
         prov = provider or cfg.get("provider")
         gpus = cfg.get("tp", 1) * cfg.get("pp", 1)
         matches = price_for(prices, prov, gpu) or [None]
         for sc in rec.scenarios:
-            tps = sc.summary["tps"]["median"]
+            tps = sc.summary["tps"].median
             for price in matches:
                 rows.append({"kind": "measured", "model": cfg["model"], "layers_note": cfg.get("layers_note"),
                              "gpu": gpu, "tp": cfg.get("tp", 1), "gpus": gpus,
@@ -61,21 +54,14 @@ def measured_rows(records: Sequence[tuple[str, RunRecord]], prices: list[Price],
     return rows
 
 
-def efficiency_by_batch(records: Sequence[tuple[str, RunRecord]]) -> list[dict[str, Any]]:
-    """Measured TPS / TPS ceiling, per batch, on each record's own ceilings (explain's efficiency)."""
-    from .explain import explain_record
-    out = []
-    for path, rec in records:
-        ex = explain_record(rec)
-        for s in ex["scenarios"]:
-            eff = s["tps"]["efficiency"]
+def _refuse_faster_than_ceiling(contexts: Sequence[tuple[str, RecordContext]]) -> None:
+    """A record that ran faster than its TPS ceiling explains nothing (doubt its ceilings): no prediction from it."""
+    for path, ctx in contexts:
+        for sc in ctx.record.scenarios:
+            eff = ctx.tps_efficiency(sc)
             if eff is not None and eff > 1:
-                raise UserError(f"{path}: batch {s['batch']} ran at {eff:.0%} of its TPS ceiling: a run faster than "
+                raise UserError(f"{path}: batch {sc.batch} ran at {eff:.0%} of its TPS ceiling: a run faster than "
                                 "its ceiling is not explained (doubt the ceilings), so it cannot scale a prediction")
-            if eff is not None:
-                out.append({"batch": s["batch"], "efficiency": s["tps"]["efficiency"], "record": path,
-                            "ceilings_source": s["ceilings_source"]})
-    return out
 
 
 def predicted_rows(model: ModelSpec, gpus: Sequence[str], tp_degrees: Sequence[int], batches: Sequence[int],
@@ -109,8 +95,9 @@ def calibrated_rows(records: Sequence[tuple[str, RunRecord]], model: ModelSpec |
                     prices: list[Price], tokens: float | None = None) -> list[dict[str, Any]]:
     """Predicted rows from a model calibrated on the records' steps (predict.py), each with its interval."""
     from .predict import calibrate, predict
-    efficiency_by_batch(records)   # refuses a record that ran faster than its ceiling: its steps explain nothing
-    cal = calibrate(list(records))
+    contexts = [(p, RecordContext.of(rec)) for p, rec in records]
+    _refuse_faster_than_ceiling(contexts)
+    cal = calibrate(contexts)
     target = model or cal.model
     rows = []
     for gid in gpus:
@@ -124,12 +111,8 @@ def calibrated_rows(records: Sequence[tuple[str, RunRecord]], model: ModelSpec |
                     ok = pred["predictable"]["tps"]
                     tps = pred["tps"] if ok else None   # an interval wider than x2 is no figure to price
 
-                except UserError as e:
-                    if "does not fit" not in str(e):
-                        raise
-                    s = scenario(Floors.of(target, spec.ceilings(), tp=tp), card_of(spec.ceilings()), b, prompt_len,
-                                 gen_len, advise=True)
-                    fits, advice, tps, iv, how, ok = False, s.fit_advice, None, None, None, None
+                except DoesNotFit as e:
+                    fits, advice, tps, iv, how, ok = False, e.advice, None, None, None, None
                 for price in price_for(prices, None, spec.id) or [None]:
                     cost = _cost_fields(tps, price, tp, tokens)
                     rows.append({"kind": "predicted", "model": target.name, "layers_note": None, "gpu": spec.id,

@@ -178,7 +178,7 @@ class Floors:
             if not ic:
                 raise UserError(f"{ceilings.name}: no interconnect bandwidth known, cannot model --tp {t}")
             link = Interconnect(ceilings.collective_latency_s or 0.0, ic)
-        return cls(costs=costs, ceilings=ceilings, compute_dtype=cdt, peak=ceilings.flops(cdt),
+        return cls(costs=costs, ceilings=ceilings, compute_dtype=cdt, peak=ceilings.flops_per_s(cdt),
                    bw=ceilings.hbm_bytes_per_s, link=link)
 
     def comm_s(self, tokens: float, rows: float) -> float:

@@ -10,6 +10,14 @@ class UserError(Exception):
     """Bad input or an unmet requirement the user can fix; the CLI prints it as one line."""
 
 
+class DoesNotFit(UserError):
+    """A model that does not fit a card's memory at a scenario; ``advice`` says what would (memory.fit_advice)."""
+
+    def __init__(self, message: str, advice: str):
+        super().__init__(f"{message}; {advice}")
+        self.advice = advice
+
+
 class MissingDependency(UserError):
     """An optional extra is not installed; the message names the pip install that adds it."""
 

@@ -18,123 +18,48 @@ twice. The gaps are ``host_between_steps_s``. Parts add up to the measured wall 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import statistics
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
-from .dtypes import kv_dtype_of, nbytes
+from .dtypes import nbytes
 from .errors import UserError
-from .hardware import Ceilings, match_device_name, resolve_gpu
+from .hardware import Ceilings
 from .models import ModelSpec, expected_experts_touched, from_hf_config
-from .records import Run, RunRecord, ScenarioResult, sampling_label
-from .costs import Floors, RankCosts, step_cost
+from .records import Run, RunRecord, ScenarioResult, TraceSummary, sampling_label
+from .context import RecordContext
+from .costs import Floors, RankCosts, class_costs, step_cost
 from .memory import card_of
-from .roofline import scenario
-from .timing import relative_spread
-from .traces import explain_kernels
+from .bounds import scenario
+from .traces import CLASSES
 
 SPREAD_LIMIT = 0.05
 BEATS_FLOOR = 0.98   # a step measured under 98% of its floor: the model or the ceilings are wrong
 COVERAGE_LOW = 0.9   # decode touched under 90% of the experts uniform routing would: optimistic for a trained model
 FLOOR_PARTS = ("weights_s", "kv_read_s", "kv_write_s", "linear_flops_s", "attention_flops_s", "comm_s")
-# The parts of a phase's time, grouped as tables and charts show them, in this order.
-PART_GROUPS = [
-    ("floor: weights", ("weights_s",)),
-    ("floor: KV cache", ("kv_read_s", "kv_write_s")),
-    ("floor: FLOPs", ("linear_flops_s", "attention_flops_s")),
-    ("floor: communication", ("comm_s",)),
-    ("above floor (in step)", ("above_floor_s",)),
-    ("host in step", ("host_in_step_s",)),
-    ("host between steps", ("host_between_steps_s",)),
-    ("mixed steps", ("mixed_steps_s",)),
-]
 
 
-@dataclass
-class Inputs:
-    ceilings: Ceilings
-    source: str                # "measured" | "datasheet"
-    floors: Floors
-
-
-def ceilings_for(record: RunRecord, gpu: str | None = None, ceilings_file: dict | None = None) -> tuple[Ceilings, str]:
-    from .microbench.result import ceilings_from_record
-    if ceilings_file is not None:
-        return ceilings_from_record(ceilings_file), "measured"
-    if gpu:
-        return resolve_gpu(gpu).ceilings(), "datasheet"
-    if record.ceilings:
-        return ceilings_from_record(record.ceilings), "measured"
-    dev = record.device
-    spec = match_device_name(dev.get("name") or "", dev.get("memory_bytes")) if dev.get("kind") == "cuda" else None
-    if spec is None:
-        raise UserError("the record carries no measured ceilings and its device is not in the GPU catalog: "
-                        "profile it without --no-ceilings, run `llmprobe roofline` on that machine, or pass --gpu or --ceilings")
-    return spec.ceilings(), "datasheet"
-
-
-def inputs_for(record: RunRecord, gpu: str | None = None, ceilings_file: dict | None = None) -> Inputs:
-    cfg = record.config
-    if not record.model_config:
-        raise UserError(f"the run record of {cfg['model']} carries no model_config: it cannot be explained")
-    spec = from_hf_config(record.model_config, name=cfg["model"], source=cfg.get("model_source", ""))
-    if cfg.get("full_layers") and cfg["full_layers"] != spec.num_layers:
-        full = from_hf_config({**record.model_config, "num_hidden_layers": cfg["full_layers"]}, name=cfg["model"])
-        spec = full.with_layers(spec.num_layers)
-    ceil, source = ceilings_for(record, gpu, ceilings_file)
-    kv = kv_dtype_of(cfg.get("kv_cache_dtype", "auto"))
-    return Inputs(ceil, source, Floors.of(spec, ceil, dtype=cfg.get("weight_dtype", "bf16"), kv_dtype=kv, tp=cfg.get("tp", 1)))
-
-
-def timeline(run: Run) -> list[dict[str, float]]:
-    """Each step's share of the run's wall time: the gap before it and its own span, never negative.
-
-    A step occupies the union of its host interval [t_start, t_end] and its device interval. Device
-    work is queued, so it starts no earlier than the step's host start nor before the previous step's
-    device work ends, and lasts the measured device time: with async execution it runs on past the
-    host's return, into what would otherwise look like the gap before the next step. That overlap
-    is taken off the gap; the timeline is clipped at the run's wall time, so gaps + spans + tail
-    = wall exactly. Without a device timer the device interval is the host interval.
-    """
-    wall = run.wall_s
-    cursor = dev_end = 0.0
-    out = []
-    for st in run.steps:
-        a, b = st.t_start_s, st.t_end_s
-        t = st.time_s
-        if st.device_ms is None:
-            d0, d1 = a, b
-        else:
-            d0 = max(a, dev_end)
-            d1 = d0 + t
-            dev_end = d1
-        start = min(max(a, cursor), wall)
-        end = min(max(b, d1, start), wall)
-        out.append({"gap_s": start - cursor, "span_s": end - start, "device_s": min(t, end - start)})
-        cursor = end
-    out.append({"tail_s": wall - cursor})
-    return out
-
-
-def run_breakdown(run: Run, f: Floors) -> dict[str, Any]:
+def run_breakdown(run: Run, ctx: RecordContext) -> dict[str, Any]:
     """Parts of one run's wall time per phase, and per-step floors."""
+    f = ctx.floors
     bw, peak = f.bw, f.peak
     phases = {p: dict.fromkeys(FLOOR_PARTS + ("above_floor_s", "host_in_step_s", "host_between_steps_s",
                                               "mixed_steps_s"), 0.0) for p in ("prefill", "decode")}
     totals = {p: {"bytes": 0.0, "flops": 0.0, "time_s": 0.0, "floor_s": 0.0, "steps": 0} for p in ("prefill", "decode", "mixed")}
     beaten, concentrated = [], 0
-    spans = timeline(run)
+    spans = run.timeline()
     for st, sp in zip(run.steps, spans):
-        seqs = st.work
         # a MoE step read the experts its tokens touched: its floor is priced on the coverage it measured
-        floor = step_cost(f, seqs, experts_touched=st.experts.touched() if st.experts else None)
+        floor = ctx.step_cost(st)
         kind = st.phase
-        phase = phases["decode" if kind == "decode" else "prefill"]
+        phase = phases[st.group]
         t = st.time_s
         if f.model.is_moe and st.experts is None and t < BEATS_FLOOR * floor.floor_s:
             # Unmeasured coverage (records from before it was counted): the floor assumes the experts uniform
             # routing is expected to touch; only the top-k minimum is a floor no step can beat.
-            lower = step_cost(f, seqs, optimistic=True)
+            lower = step_cost(f, st.work, optimistic=True)
             if t >= BEATS_FLOOR * lower.floor_s:
                 floor, concentrated = lower, concentrated + 1
         phase["host_between_steps_s"] += sp["gap_s"]
@@ -197,166 +122,277 @@ def sampling(sc: ScenarioResult, temperature: float | None) -> dict[str, Any] | 
             "timer": "device" if device else "host"}
 
 
-def _compute_bound_phases(totals: dict[str, dict[str, float]], ceil: Ceilings, f: Floors) -> list[str]:
-    """The phases whose floor is set by FLOP/s rather than bytes on these ceilings."""
-    peak = ceil.flops(f.compute_dtype)
-    return [ph for ph, t in totals.items() if t["steps"] and t["flops"] / peak > t["bytes"] / ceil.hbm_bytes_per_s]
-
-
 def _mean_dicts(ds: Sequence[dict[str, float]]) -> dict[str, float]:
     return {k: sum(d[k] for d in ds) / len(ds) for k in ds[0]}
 
 
-def explain_scenario(sc: ScenarioResult, record: RunRecord, inp: Inputs) -> dict[str, Any]:
-    f, ceil = inp.floors, inp.ceilings
-    b, p, g = sc.batch, sc.prompt_len, sc.gen_len
-    bound = scenario(f, card_of(ceil), b, p, g, advise=False)
-    sm = sc.summary
-    runs = [run_breakdown(r, f) for r in sc.runs]
-    flags: list[dict[str, str]] = []
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """Something that makes a scenario's figures suspect, or its explanation partial: a kind and one sentence."""
+    kind: str
+    message: str
 
-    def eff(floor, measured):
-        return floor / measured if measured else None
-    ttft_m, tpot_m, tps_m = sm["ttft_s"]["median"], sm["tpot_s"]["median"], sm["tps"]["median"]
-    out: dict[str, Any] = {
-        "batch": b, "prompt_len": p, "gen_len": g, "ceilings_source": inp.source, "ceilings": ceil.to_dict(),
-        "ceilings_mode": ceil.mode, "bandwidth_method": ceil.bandwidth_method,
-        "ttft": {"measured_s": ttft_m, "floor_s": bound.ttft_floor_s, "efficiency": eff(bound.ttft_floor_s, ttft_m)},
-        "tpot": {"measured_s": tpot_m, "floor_s": bound.tpot_floor_s, "efficiency": eff(bound.tpot_floor_s, tpot_m)},
-        "tps": {"measured": tps_m, "ceiling": bound.tps_ceiling,
-                "efficiency": tps_m / bound.tps_ceiling if tps_m else None,
-                "ceiling_optimistic": bound.tps_ceiling_optimistic},
-    }
-    # ---- where the time went ----
-    breakdown = {ph: _mean_dicts([r["phases"][ph] for r in runs]) for ph in ("prefill", "decode")}
-    measured_wall = sum(r.wall_s for r in sc.runs) / len(sc.runs)
-    out["breakdown"] = breakdown   # {phase: {part: s}}; each phase's parts sum to phase_time_s[phase]
-    out["phase_time_s"] = {ph: sum(parts.values()) for ph, parts in breakdown.items()}
-    out["measured_wall_s"] = measured_wall
-    # ---- achieved bandwidth and FLOP/s (gpt-fast's view: model bytes x steps / time) ----
-    achieved = {}
-    for ph in ("prefill", "decode"):
-        tot = _mean_dicts([r["totals"][ph] for r in runs])
-        if tot["time_s"] > 0:
-            achieved[ph] = {"bytes_per_s": tot["bytes"] / tot["time_s"], "flops_per_s": tot["flops"] / tot["time_s"],
-                            "bandwidth_fraction": tot["bytes"] / tot["time_s"] / ceil.hbm_bytes_per_s,
-                            "flops_fraction": tot["flops"] / tot["time_s"] / f.peak,
-                            "intensity_flop_per_byte": tot["flops"] / tot["bytes"] if tot["bytes"] else None,
-                            "steps_per_run": tot["steps"], "step_time_s": tot["time_s"], "floor_s": tot["floor_s"],
-                            "timer": "device" if all(s.device_ms is not None for s in sc.runs[0].steps) else "host"}
-    out["achieved"] = achieved
-    # ---- layer-sampled runs ----
-    spec = f.model
-    if spec.full_num_layers and spec.full_num_layers != spec.num_layers:
-        out["extrapolated"] = extrapolate(sc, f)
-    # ---- consistency checks ----
-    beaten = [s for r in runs for s in r["beaten"]]
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What the flag rules look at: the scenario, its record's context, each run's breakdown and the coverage."""
+    sc: ScenarioResult
+    ctx: RecordContext
+    runs: list[dict[str, Any]]
+    coverage: dict[str, Any] | None
+
+
+def _faster_than_floor(e: Evidence) -> Iterator[Flag]:
+    beaten = [s for r in e.runs for s in r["beaten"]]
     if beaten:
         worst = min(beaten, key=lambda s: s["measured_s"] / s["floor_s"])
         doubt = ("the HBM bandwidth ceiling or the bytes the model streams (weights, KV)" if worst["bound"] == "memory"
                  else "the peak FLOP/s ceiling or the FLOPs the model counts")
-        flags.append({"kind": "faster_than_floor", "message":
-                      f"{len(beaten)} step(s) ran faster than their floor (worst: {worst['phase']} step "
-                      f"{worst['index']} at {worst['measured_s'] / worst['floor_s']:.0%} of it): doubt {doubt}"})
-    concentrated = sum(r["concentrated"] for r in runs)
+        yield Flag("faster_than_floor", f"{len(beaten)} step(s) ran faster than their floor (worst: {worst['phase']} step "
+                   f"{worst['index']} at {worst['measured_s'] / worst['floor_s']:.0%} of it): doubt {doubt}")
+
+
+def _routing_concentrated(e: Evidence) -> Iterator[Flag]:
+    concentrated = sum(r["concentrated"] for r in e.runs)
     if concentrated:
-        flags.append({"kind": "routing_concentrated", "message":
-                      f"{concentrated} MoE step(s) ran under the floor that assumes uniform routing (but not under the "
-                      f"top-k minimum): their tokens touched fewer distinct experts than uniform routing predicts; "
-                      f"they are explained against the top-k floor (this record did not count experts)"})
-    for key, s in sm.items():
-        ci = s.get("median_ci")
-        if ci and s.get("median"):   # how well the median is known; the min-max range only grows with more runs
-            width = (ci["high"] - ci["low"]) / s["median"]
+        yield Flag("routing_concentrated", f"{concentrated} MoE step(s) ran under the floor that assumes uniform routing "
+                   "(but not under the top-k minimum): their tokens touched fewer distinct experts than uniform routing "
+                   "predicts; they are explained against the top-k floor (this record did not count experts)")
+
+
+def _spread(e: Evidence) -> Iterator[Flag]:
+    for key, s in e.sc.summary.items():
+        ci = s.median_ci
+        if ci and s.median:   # how well the median is known; the min-max range only grows with more runs
+            width = (ci["high"] - ci["low"]) / s.median
             if width > SPREAD_LIMIT:
-                flags.append({"kind": "spread", "message": f"{key}: the median's {ci['level']:.0%} confidence interval "
-                              f"spans {width:.1%} of it (over {SPREAD_LIMIT:.0%}): more runs, or a quieter machine"})
+                yield Flag("spread", f"{key}: the median's {ci['level']:.0%} confidence interval spans {width:.1%} of it "
+                           f"(over {SPREAD_LIMIT:.0%}): more runs, or a quieter machine")
             continue
-        spread = relative_spread(s)   # records from before the interval was recorded
+        spread = s.spread   # records from before the interval was recorded
         if spread is not None and spread > SPREAD_LIMIT:
-            flags.append({"kind": "spread", "message": f"{key} varies {spread:.1%} run to run (over {SPREAD_LIMIT:.0%})"})
-    tel = sc.telemetry or {}
+            yield Flag("spread", f"{key} varies {spread:.1%} run to run (over {SPREAD_LIMIT:.0%})")
+
+
+def _throttled(e: Evidence) -> Iterator[Flag]:
+    tel = e.sc.telemetry or {}
     if tel.get("throttled"):
-        flags.append({"kind": "throttled", "message": f"the GPU throttled during the runs: {tel.get('throttle_fraction')}"})
-    cc = sc.cross_check or {}
+        yield Flag("throttled", f"the GPU throttled during the runs: {tel.get('throttle_fraction')}")
+
+
+def _cross_check(e: Evidence) -> Iterator[Flag]:
+    cc = e.sc.cross_check or {}
     if cc.get("above_tolerance"):
-        flags.append({"kind": "cross_check", "message": f"TTFT differs from the engine's own by up to "
-                      f"{cc['max_rel_diff']:.1%} on {cc['above_tolerance']} request(s)"})
-    experts = (((record.engine or {}).get("args") or {}).get("experts_implementation") or {})
+        yield Flag("cross_check", f"TTFT differs from the engine's own by up to {cc['max_rel_diff']:.1%} on "
+                   f"{cc['above_tolerance']} request(s)")
+
+
+def _moe_implementation(e: Evidence) -> Iterator[Flag]:
+    experts = (((e.ctx.record.engine or {}).get("args") or {}).get("experts_implementation") or {})
     if "batched_mm" in str(experts.get("decode", "")):
-        flags.append({"kind": "moe_implementation", "message": "transformers ran the experts as batched_mm in decode: "
-                      "it copies each selected expert's weights per token, so decode reads several times the "
-                      "floor's expert bytes (an hf artefact; vLLM's fused MoE reads each touched expert once)"})
-    for prob in sc.problems:
-        flags.append({"kind": "incomplete", "message": prob})
-    if sc.trace and sc.trace.get("error"):
-        flags.append({"kind": "trace_failed", "message": f"the traced runs failed: {sc.trace['error']}"})
-    adm = sc.admission or {}
-    if adm.get("split_runs"):
-        flags.append({"kind": "batch_split", "message": f"run(s) {adm['split_runs']} did not start as one batch: their "
-                      f"first steps held {adm['first_step_requests']} of {adm['batch']} requests ({adm['method']})"})
-    load = sc.host_load or {}
-    if load.get("busy"):
-        flags.append({"kind": "busy_host", "message": "the machine was busy beside the runs (" + "; ".join(load["reasons"])
-                      + "): figures are likely slower than this machine can do"})
+        yield Flag("moe_implementation", "transformers ran the experts as batched_mm in decode: it copies each selected "
+                   "expert's weights per token, so decode reads several times the floor's expert bytes (an hf artefact; "
+                   "vLLM's fused MoE reads each touched expert once)")
+
+
+def _incomplete(e: Evidence) -> Iterator[Flag]:
+    for prob in e.sc.problems:
+        yield Flag("incomplete", prob)
+
+
+def _trace_failed(e: Evidence) -> Iterator[Flag]:
+    if e.sc.trace and e.sc.trace.error:
+        yield Flag("trace_failed", f"the traced runs failed: {e.sc.trace.error}")
+
+
+def _batch_split(e: Evidence) -> Iterator[Flag]:
+    adm = e.sc.admission
+    if adm and adm.split_runs:
+        yield Flag("batch_split", f"run(s) {adm.split_runs} did not start as one batch: their first steps held "
+                   f"{adm.first_step_requests} of {adm.batch} requests ({adm.method})")
+
+
+def _busy_host(e: Evidence) -> Iterator[Flag]:
+    load = e.sc.host_load
+    if load and load.busy:
+        yield Flag("busy_host", "the machine was busy beside the runs (" + "; ".join(load.reasons)
+                   + "): figures are likely slower than this machine can do")
+
+
+def _record_incomplete(e: Evidence) -> Iterator[Flag]:
+    record = e.ctx.record
     if record.status not in (None, "complete"):
-        flags.append({"kind": "record_incomplete", "message": f"the run record is {record.status}"
-                      + (f" ({record.error})" if record.error else "") + ": later scenarios are missing"})
-    compute_bound = _compute_bound_phases(runs[0]["totals"], ceil, f) if ceil.kind == "measured" and ceil.mode == "quick" else []
-    if compute_bound:
-        flags.append({"kind": "quick_ceiling", "message": "compute-bound efficiencies ("
-                      + ", ".join(compute_bound) + ") are against the quick "
-                      "pass's one-shape matmul ceiling, which a shape sweep beats: `llmprobe roofline --full` "
-                      "(or --remeasure) on this machine measures the sweep"})
-    if inp.source == "datasheet":
-        flags.append({"kind": "datasheet_ceilings", "message": "no ceilings measured on this card: efficiencies are "
-                      "against the datasheet (run `llmprobe roofline` on it for measured ones)"})
-        dev = record.device
-        same = dev.get("kind") == "cuda" and getattr(match_device_name(dev.get("name") or "", dev.get("memory_bytes")),
-                                                     "id", None) == ceil.gpu_id
-        if not same:
-            flags.append({"kind": "other_device", "message": f"explained against {ceil.name}'s datasheet, but the "
-                          f"record was measured on {dev.get('name') or 'an unknown device'}: the efficiencies compare "
-                          "two different machines"})
-    warm = sc.warmup_runs
-    if warm:
-        first = warm[0].wall_s
-        out["warmup"] = {"first_warmup_wall_s": first, "measured_mean_wall_s": measured_wall,
-                         "excess_s": first - measured_wall}
-    out["kernels"] = explain_kernels(sc.trace, f)
-    out["sampling"] = sampling(sc, record.config.get("temperature"))
-    jpt = sc.summary.get("joules_per_token")
-    if jpt:   # NVML's energy counter around each measured run, all the engine's GPUs
-        tel = sc.telemetry or {}
-        out["energy"] = {"joules_per_output_token": jpt["median"], "power_w": (tel.get("power_w") or {}).get("median"),
-                         "sm_clock_mhz": (tel.get("sm_clock_mhz") or {}).get("median"),
-                         "power_limit_w": record.device.get("power_limit_w"),
-                         "gpus": record.config.get("tp", 1) * record.config.get("pp", 1)}
-    cov = expert_coverage(sc, f.model, record.config.get("routing"))
-    if cov:
-        out["experts"] = cov
+        yield Flag("record_incomplete", f"the run record is {record.status}"
+                   + (f" ({record.error})" if record.error else "") + ": later scenarios are missing")
+
+
+def _quick_ceiling(e: Evidence) -> Iterator[Flag]:
+    ceil = e.ctx.ceilings
+    if ceil.kind == "measured" and ceil.mode == "quick":
+        peak = ceil.flops_per_s(e.ctx.floors.compute_dtype)
+        compute_bound = [ph for ph, t in e.runs[0]["totals"].items()
+                         if t["steps"] and t["flops"] / peak > t["bytes"] / ceil.hbm_bytes_per_s]
+        if compute_bound:
+            yield Flag("quick_ceiling", "compute-bound efficiencies (" + ", ".join(compute_bound) + ") are against the "
+                       "quick pass's one-shape matmul ceiling, which a shape sweep beats: `llmprobe roofline --full` "
+                       "(or --remeasure) on this machine measures the sweep")
+
+
+def _datasheet(e: Evidence) -> Iterator[Flag]:
+    ctx = e.ctx
+    if ctx.source == "datasheet":
+        yield Flag("datasheet_ceilings", "no ceilings measured on this card: efficiencies are against the datasheet "
+                   "(run `llmprobe roofline` on it for measured ones)")
+        if ctx.gpu_id != ctx.ceilings.gpu_id:
+            yield Flag("other_device", f"explained against {ctx.ceilings.name}'s datasheet, but the record was measured "
+                       f"on {ctx.record.device.get('name') or 'an unknown device'}: the efficiencies compare two "
+                       "different machines")
+
+
+def _low_expert_coverage(e: Evidence) -> Iterator[Flag]:
+    cov = e.coverage
     low = (cov or {}).get("decode")
     if low and low["ratio"] < COVERAGE_LOW:
         how = {"as-loaded": " (routing as loaded: random routers; --routing trained-like spreads them)",
                "trained-like": " (trained-like routers: the tokens themselves repeat, e.g. greedy decoding in a cycle)"}
-        flags.append({"kind": "low_expert_coverage", "message": f"decode steps touched {low['measured']:.2f} of "
-                      f"{cov['num_experts']} experts per layer, {1 - low['ratio']:.0%} under the {low['expected']:.2f} uniform "
-                      f"routing touches: tokens/s is optimistic for a trained checkpoint"
-                      + how.get(cov.get("routing") or "", "")})
-    out["flags"] = flags
-    out["explained"] = not beaten
-    if beaten:  # a measurement under its floor is flagged, not explained
-        out["breakdown"] = out["phase_time_s"] = None
+        yield Flag("low_expert_coverage", f"decode steps touched {low['measured']:.2f} of {cov['num_experts']} experts "
+                   f"per layer, {1 - low['ratio']:.0%} under the {low['expected']:.2f} uniform routing touches: "
+                   "tokens/s is optimistic for a trained checkpoint" + how.get(cov.get("routing") or "", ""))
+
+
+# In the order explain lists them.
+FLAG_RULES = (_faster_than_floor, _routing_concentrated, _spread, _throttled, _cross_check, _moe_implementation,
+              _incomplete, _trace_failed, _batch_split, _busy_host, _record_incomplete, _quick_ceiling, _datasheet,
+              _low_expert_coverage)
+
+
+@dataclass(slots=True)
+class ScenarioExplanation:
+    """One scenario against its floors. ``breakdown`` ({phase: {part: s}}, each phase's parts summing to
+    ``phase_time_s[phase]``) is None when a step ran under its floor: such a scenario is flagged, not explained."""
+    batch: int
+    prompt_len: int
+    gen_len: int
+    ceilings_source: str
+    ceilings: dict[str, Any]
+    ceilings_mode: str | None
+    bandwidth_method: str | None
+    ttft: dict[str, Any]
+    tpot: dict[str, Any]
+    tps: dict[str, Any]
+    breakdown: dict[str, dict[str, float]] | None
+    phase_time_s: dict[str, float] | None
+    measured_wall_s: float
+    achieved: dict[str, dict[str, Any]]
+    extrapolated: dict[str, Any] | None       # layer-sampled runs: the full model's estimate
+    warmup: dict[str, float] | None
+    kernels: dict[str, Any] | None            # traced steps by kernel class
+    sampling: dict[str, Any] | None
+    energy: dict[str, Any] | None
+    experts: dict[str, Any] | None            # MoE with counted experts: measured coverage
+    flags: list[Flag]
+    explained: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["flags"] = [fl.to_dict() for fl in self.flags]
+        return {k: v for k, v in d.items() if v is not None or k not in _ABSENT_WHEN_NONE}
+
+
+_ABSENT_WHEN_NONE = ("extrapolated", "warmup", "energy", "experts")
+
+
+@dataclass(slots=True)
+class Explanation:
+    """A run record explained: what ran where, on which ceilings, and each scenario."""
+    model: str
+    layers_note: str | None
+    backend: str
+    device: str | None
+    ceilings_source: str
+    ceilings: dict[str, Any]
+    compute: dict[str, Any] | None
+    execution: dict[str, Any] | None
+    scenarios: list[ScenarioExplanation]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["scenarios"] = [s.to_dict() for s in self.scenarios]
+        return d
+
+
+def explain_scenario(sc: ScenarioResult, ctx: RecordContext) -> ScenarioExplanation:
+    f, ceil, record = ctx.floors, ctx.ceilings, ctx.record
+    bound = ctx.bound(sc)
+    sm = sc.summary
+    runs = [run_breakdown(r, ctx) for r in sc.runs]
+
+    def eff(floor, measured):
+        return floor / measured if measured else None
+    ttft_m, tpot_m = sm["ttft_s"].median, sm["tpot_s"].median
+    breakdown = {ph: _mean_dicts([r["phases"][ph] for r in runs]) for ph in ("prefill", "decode")}
+    measured_wall = sum(r.wall_s for r in sc.runs) / len(sc.runs)
+    cov = expert_coverage(sc, f.model, record.config.get("routing"))
+    flags = [fl for rule in FLAG_RULES for fl in rule(Evidence(sc, ctx, runs, cov))]
+    explained = not any(r["beaten"] for r in runs)
+    warm = sc.warmup_runs
+    spec = f.model
+    return ScenarioExplanation(
+        batch=sc.batch, prompt_len=sc.prompt_len, gen_len=sc.gen_len, ceilings_source=ctx.source,
+        ceilings=ceil.to_dict(), ceilings_mode=ceil.mode, bandwidth_method=ceil.bandwidth_method,
+        ttft={"measured_s": ttft_m, "floor_s": bound.ttft_floor_s, "efficiency": eff(bound.ttft_floor_s, ttft_m)},
+        tpot={"measured_s": tpot_m, "floor_s": bound.tpot_floor_s, "efficiency": eff(bound.tpot_floor_s, tpot_m)},
+        tps={"measured": sm["tps"].median, "ceiling": bound.tps_ceiling, "efficiency": ctx.tps_efficiency(sc),
+             "ceiling_optimistic": bound.tps_ceiling_optimistic},
+        breakdown=breakdown if explained else None,
+        phase_time_s={ph: sum(parts.values()) for ph, parts in breakdown.items()} if explained else None,
+        measured_wall_s=measured_wall, achieved=_achieved(sc, runs, ctx),
+        extrapolated=(extrapolate(sc, ctx) if spec.full_num_layers and spec.full_num_layers != spec.num_layers
+                      else None),
+        warmup=({"first_warmup_wall_s": warm[0].wall_s, "measured_mean_wall_s": measured_wall,
+                 "excess_s": warm[0].wall_s - measured_wall} if warm else None),
+        kernels=explain_kernels(sc.trace, f), sampling=sampling(sc, record.config.get("temperature")),
+        energy=_energy(sc, record), experts=cov, flags=flags, explained=explained)
+
+
+def _achieved(sc: ScenarioResult, runs: list[dict[str, Any]], ctx: RecordContext) -> dict[str, dict[str, Any]]:
+    """Achieved bandwidth and FLOP/s per phase, gpt-fast's view: the floors' bytes and FLOPs / the steps' time."""
+    out = {}
+    for ph in ("prefill", "decode"):
+        tot = _mean_dicts([r["totals"][ph] for r in runs])
+        if tot["time_s"] > 0:
+            out[ph] = {"bytes_per_s": tot["bytes"] / tot["time_s"], "flops_per_s": tot["flops"] / tot["time_s"],
+                       "bandwidth_fraction": tot["bytes"] / tot["time_s"] / ctx.ceilings.hbm_bytes_per_s,
+                       "flops_fraction": tot["flops"] / tot["time_s"] / ctx.floors.peak,
+                       "intensity_flop_per_byte": tot["flops"] / tot["bytes"] if tot["bytes"] else None,
+                       "steps_per_run": tot["steps"], "step_time_s": tot["time_s"], "floor_s": tot["floor_s"],
+                       "timer": "device" if all(s.device_ms is not None for s in sc.runs[0].steps) else "host"}
     return out
 
 
-def extrapolate(sc: ScenarioResult, f: Floors) -> dict[str, Any]:
+def _energy(sc: ScenarioResult, record: RunRecord) -> dict[str, Any] | None:
+    """NVML's energy counter around each measured run, all the engine's GPUs; None where it was not read."""
+    jpt = sc.summary.get("joules_per_token")
+    if not jpt:
+        return None
+    tel = sc.telemetry or {}
+    return {"joules_per_output_token": jpt.median, "power_w": (tel.get("power_w") or {}).get("median"),
+            "sm_clock_mhz": (tel.get("sm_clock_mhz") or {}).get("median"),
+            "power_limit_w": record.device.get("power_limit_w"),
+            "gpus": record.config.get("tp", 1) * record.config.get("pp", 1)}
+
+
+def extrapolate(sc: ScenarioResult, ctx: RecordContext) -> dict[str, Any]:
     """Full-model estimate from a layer-sampled run: per-layer time x layers + the fixed part.
 
     The fixed part is the time that does not scale with layers: everything between and around
     steps, and the share of each step's device time that the floor gives to the lm_head, the final
     norm and the embedding gather (its fraction of the floor). The rest scales by full/sampled layers.
     """
+    f = ctx.floors
     spec, c = f.model, f.costs
     k = spec.full_num_layers / spec.num_layers
     full = Floors.of(from_hf_config({**spec.config, "num_hidden_layers": spec.full_num_layers}, spec.name),
@@ -366,7 +402,7 @@ def extrapolate(sc: ScenarioResult, f: Floors) -> dict[str, Any]:
         est_wall, first_token = 0.0, None
         prev_end = 0.0
         for st in run.steps:
-            floor = step_cost(f, st.work)
+            floor = ctx.step_cost(st)
             layer_share = 1.0 - _fixed_share(c, floor, rows=len(st.seqs))
             t = st.time_s
             scaled = t * (1 - layer_share) + t * layer_share * k
@@ -375,7 +411,7 @@ def extrapolate(sc: ScenarioResult, f: Floors) -> dict[str, Any]:
             if first_token is None and st.prefill_tokens:
                 first_token = est_wall
         est_wall += run.wall_s - prev_end
-        out_tokens = sum(r["output_tokens"] for r in run.requests)
+        out_tokens = sum(r.output_tokens for r in run.requests)
         ests.append({"wall_s": est_wall, "tps": out_tokens / est_wall, "ttft_s": first_token})
     n = len(ests)
     tps = sum(e["tps"] for e in ests) / n
@@ -401,17 +437,76 @@ def _fixed_share(c: RankCosts, floor, rows: int) -> float:
     return min(1.0, c.lm_head_flops_per_row * rows / floor.flops) if floor.flops else 0.0
 
 
-def explain_record(record: RunRecord | dict[str, Any], gpu: str | None = None,
-                   ceilings_file: dict | None = None) -> dict[str, Any]:
-    """The explanation of a run record (typed, or the document ``profile`` returned)."""
-    if not isinstance(record, RunRecord):
-        record = RunRecord.from_dict(record)
+def explain_kernels(trace: TraceSummary | None, f: Floors) -> dict[str, Any] | None:
+    """Per phase: each class's time per traced step, share of the step, own floor on these ceilings and
+    efficiency; the unattributed rest; the class furthest from its floor. None without a trace."""
+    if trace is None or trace.error is not None:
+        return None
+    out: dict[str, Any] = {"coverage": {}, "headline": {}}
+    for ph in ("prefill", "decode"):
+        steps_ = [s for s in trace.steps if s["phase"] == ph]
+        if not steps_:
+            out[ph], out["coverage"][ph] = [], None
+            continue
+        step_s = statistics.fmean(s["time_s"] for s in steps_)
+        costs = [class_costs(f, [tuple(q) for q in s["seqs"]]) for s in steps_]
+        times: dict[str, float] = defaultdict(float)
+        for r in trace.kernels:
+            if r["phase"] == ph:
+                times[r["class"]] += r["time_s"]
+        rows = []
+        for cls in CLASSES:
+            t = times.get(cls, 0.0)
+            if not t:   # a class with a floor but no time here (the hf step has no sampler in it): nothing to show
+                continue
+            have = [c[cls] for c in costs if cls in c]
+            floor = statistics.fmean(c.floor_s for c in have) if have else None
+            nbytes = statistics.fmean(c.bytes for c in have) if have else None
+            flops = statistics.fmean(c.flops for c in have) if have else None
+            bound = have[0].bound if have else None
+            rows.append({"class": cls, "time_s": t, "share": t / step_s, "floor_s": floor,
+                         "efficiency": floor / t if floor is not None and t > 0 else None, "bound": bound,
+                         "achieved_bytes_per_s": nbytes / t if nbytes and t > 0 else None,
+                         "achieved_flops_per_s": flops / t if flops and t > 0 else None})
+        attributed = sum(r["time_s"] for r in rows)
+        rows.append({"class": "unattributed", "time_s": max(step_s - attributed, 0.0),
+                     "share": max(step_s - attributed, 0.0) / step_s, "floor_s": None, "efficiency": None,
+                     "bound": None, "achieved_bytes_per_s": None, "achieved_flops_per_s": None})
+        out[ph] = rows
+        out["coverage"][ph] = attributed / step_s
+        out["headline"][ph] = _headline(rows, step_s, f)
+    out["step_time_s"] = trace.step_time_s
+    out["overhead"] = trace.overhead
+    out["steps_traced"] = trace.steps_traced
+    return out
+
+
+def _headline(rows: list[dict[str, Any]], step_s: float, f: Floors) -> dict[str, Any] | None:
+    """The class with the most time above its own floor, what bounds it ("hbm" on a GPU's memory) and its share
+    of the whole step's gap to the floor (labels.headline says it in words)."""
+    priced = [r for r in rows if r["floor_s"] is not None and r["time_s"] > 0]
+    if not priced:
+        return None
+    worst = max(priced, key=lambda r: r["time_s"] - r["floor_s"])
+    gap = step_s - sum(r["floor_s"] for r in priced)
+    bound = "hbm" if worst["bound"] == "memory" and f.ceilings.gpu_id not in (None, "cpu") else worst["bound"]
+    return {"class": worst["class"], "efficiency": worst["efficiency"], "bound": bound,
+            "share_of_gap": (worst["time_s"] - worst["floor_s"]) / gap if gap > 0 else None}
+
+
+def explain(ctx: RecordContext) -> Explanation:
+    """A run record, in its context, against its floors."""
+    record = ctx.record
     if any(not sc.runs for sc in record.scenarios):
         raise UserError("a scenario of the run record has no measured run: nothing to explain")
-    inp = inputs_for(record, gpu, ceilings_file)
     cfg = record.config
-    return {"model": cfg["model"], "layers_note": cfg.get("layers_note"), "backend": cfg["backend"],
-            "device": record.device.get("name"),
-            "ceilings_source": inp.source, "ceilings": inp.ceilings.to_dict(), "compute": record.compute,
-            "execution": (record.engine or {}).get("execution"),
-            "scenarios": [explain_scenario(sc, record, inp) for sc in record.scenarios]}
+    return Explanation(model=cfg["model"], layers_note=cfg.get("layers_note"), backend=cfg["backend"],
+                       device=record.device.get("name"), ceilings_source=ctx.source, ceilings=ctx.ceilings.to_dict(),
+                       compute=record.compute, execution=(record.engine or {}).get("execution"),
+                       scenarios=[explain_scenario(sc, ctx) for sc in record.scenarios])
+
+
+def explain_record(record: RunRecord | dict[str, Any], gpu: str | None = None,
+                   ceilings: Ceilings | None = None) -> Explanation:
+    """``explain`` for a record (typed, or the document ``profile`` wrote), on ``RecordContext.of``'s ceilings."""
+    return explain(RecordContext.of(record, gpu, ceilings))

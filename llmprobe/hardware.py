@@ -34,7 +34,8 @@ class Ceilings:
     bandwidth_method: str | None = None    # measured: the stream kernel hbm_bytes_per_s comes from (a read kernel)
     mode: str | None = None                # measured: the pass (quick: one matmul shape; default; full)
 
-    def flops(self, dtype: str) -> float:
+    def flops_per_s(self, dtype: str) -> float:
+        """The peak FLOP/s in ``dtype``."""
         if dtype in self.peak_flops:
             return self.peak_flops[dtype]
         # fp16 and bf16 run on the same tensor-core path; fall back between them only.
@@ -48,6 +49,21 @@ class Ceilings:
         d["peak_flops"] = dict(self.peak_flops)
         d["not_measured"] = dict(self.not_measured)
         return d
+
+    @classmethod
+    def from_dict(cls, c: dict[str, Any]) -> Ceilings:
+        """Ceilings as ``to_dict`` stored them. Saved before the collectives' latency was modelled: the catalog's
+        latency for the card, and a note that it was not measured."""
+        not_measured = dict(c.get("not_measured") or {})
+        latency = c.get("collective_latency_s")
+        if "collective_latency_s" not in c and c.get("gpu_id"):
+            ds = gpu_catalog().get(c["gpu_id"])
+            if ds is not None:
+                latency = ds.collective_latency_s
+                not_measured["collective_latency_s"] = f"catalog ({ds.id}): {ds.collective_latency_source}"
+        return cls(**{k: c[k] for k in ("name", "hbm_bytes_per_s", "peak_flops", "memory_bytes",
+                                        "interconnect_bytes_per_s", "source", "kind", "gpu_id")},
+                   collective_latency_s=latency, not_measured=not_measured)
 
 
 @dataclass(frozen=True)

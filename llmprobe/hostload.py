@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from .records import HostLoadReading
 
 OTHER_CORES_LIMIT = 0.25   # another process busy a quarter of a core on average: figures are suspect
 STEAL_LIMIT = 0.05         # over 5% of the machine's CPU time stolen by the hypervisor
@@ -77,7 +77,7 @@ class HostLoad:
     def __exit__(self, *exc) -> None:
         self._end = self._snapshot()
 
-    def result(self) -> dict[str, Any] | None:
+    def result(self) -> HostLoadReading | None:
         if self._start is None or self._end is None:
             return None
         (t0, busy0, steal0, own0), (t1, busy1, steal1, own1) = self._start, self._end
@@ -93,6 +93,6 @@ class HostLoad:
             reasons.append(f"other processes used {other_cores:.2f} of {cores} core(s) during the runs")
         if steal_share > STEAL_LIMIT:
             reasons.append(f"the hypervisor stole {steal_share:.0%} of the CPU time")
-        return {"wall_s": wall, "cores": cores, "own_cpu_s": own1 - own0, "other_cpu_s": other,
-                "other_cores": other_cores, "steal_s": steal, "steal_share": steal_share,
-                "busy": bool(reasons), "reasons": reasons}
+        return HostLoadReading(wall_s=wall, cores=cores, own_cpu_s=own1 - own0, other_cpu_s=other,
+                               other_cores=other_cores, steal_s=steal, steal_share=steal_share, busy=bool(reasons),
+                               reasons=reasons)

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import MissingDependency, UserError
-from .explain import PART_GROUPS
+from .labels import CLASS_COLOURS, CLASS_LABELS, PART_COLOURS, PART_GROUPS
+
+if TYPE_CHECKING:   # explanations are drawn here, never built
+    from .explain import Explanation
 from .hardware import Ceilings
 
-_COLOURS = {"floor: weights": "#1f77b4", "floor: KV cache": "#17becf", "floor: FLOPs": "#2ca02c",
-            "floor: communication": "#9467bd", "above floor (in step)": "#ff7f0e", "host in step": "#d62728",
-            "host between steps": "#8c564b", "mixed steps": "#7f7f7f"}
+
 
 
 def _plt():
@@ -48,7 +49,7 @@ def _rate(v: float, unit: str) -> str:
 def _roof(ax, c: Ceilings, dtype: str, style: str, label: str, xs) -> tuple[float, float] | None:
     """Draws the roof over ``xs``; returns (peak, knee) or None when the format has no ceiling."""
     try:
-        peak = c.flops(dtype)
+        peak = c.flops_per_s(dtype)
     except UserError:  # no ceiling of this format: no roof to draw
         return None
     if not peak or not c.hbm_bytes_per_s:
@@ -61,30 +62,20 @@ def _roof(ax, c: Ceilings, dtype: str, style: str, label: str, xs) -> tuple[floa
     return peak, knee
 
 
-def roofline_chart(path: str, ceilings: Ceilings, datasheet: Ceilings | None = None, model=None,
-                   batches: Sequence[int] = (1, 8), prompt_len: int = 256, dtype: str = "bf16",
-                   kv_dtype: str | None = None, measured_points: Sequence[dict[str, Any]] = (),
-                   measured_on: str | None = None) -> str:
-    """Roofs (measured and datasheet) and operating points.
+def roofline_chart(path: str, ceilings: Ceilings, datasheet: Ceilings | None = None, compute: str = "bf16",
+                   bound_points: Sequence[dict[str, Any]] = (), measured_points: Sequence[dict[str, Any]] = (),
+                   measured_on: str | None = None, title_model: str = "") -> str:
+    """Roofs (measured and datasheet) in the ``compute`` format, and operating points.
 
-    Analytic points (from ``model``) sit on the roof: prefill of batch x prompt tokens and a decode
-    step at the prompt's context, per batch. ``measured_points`` ({"label", "intensity", "flops_per_s"})
-    are where measured steps really ran, below the roof; ``measured_on`` names their device when it
-    is not the one the roofs belong to. Axes span both roofs' knees and every point, a decade around.
+    ``bound_points`` (bounds.operating_points: {"phase", "batch", "intensity", "flops_per_s"}) sit on the
+    roof. ``measured_points`` ({"label", "intensity", "flops_per_s"}) are where measured steps really ran,
+    below the roof; ``measured_on`` names their device when it is not the one the roofs belong to. Axes
+    span both roofs' knees and every point, a decade around.
     """
     plt = _plt()
-    from .costs import Floors, decode_cost, prefill_cost, roofline
     fig, ax = plt.subplots(figsize=(9, 6))
-    compute = dtype
-    points: list[tuple[float, float]] = []
-    if model is not None:
-        f = Floors.of(model, ceilings, dtype=dtype, kv_dtype=kv_dtype)
-        compute = f.compute_dtype
-        for b in batches:
-            for phase, step in (("prefill", prefill_cost(f, b, prompt_len)), ("decode", decode_cost(f, b, prompt_len))):
-                points.append((step.flops / step.bytes, step.flops / roofline(step.flops, step.bytes, f.peak, f.bw)))
-    points += [(p["intensity"], p["flops_per_s"]) for p in measured_points]
-    knees = [c.flops(compute) / c.hbm_bytes_per_s for c in (ceilings, datasheet) if c is not None
+    points = [(p["intensity"], p["flops_per_s"]) for p in list(bound_points) + list(measured_points)]
+    knees = [c.flops_per_s(compute) / c.hbm_bytes_per_s for c in (ceilings, datasheet) if c is not None
              and compute in c.peak_flops and c.hbm_bytes_per_s]
     xs_all = [x for x, _ in points] + knees
     lo = 10 ** (math.floor(math.log10(min(xs_all))) - 1) if xs_all else 1e-2
@@ -93,10 +84,10 @@ def roofline_chart(path: str, ceilings: Ceilings, datasheet: Ceilings | None = N
     roofs = [r for r in (_roof(ax, ceilings, compute, "-", ceilings.kind, xs),
                          _roof(ax, datasheet, compute, "--", "datasheet", xs) if datasheet is not None else None) if r]
     markers = {"prefill": "s", "decode": "o"}
-    if model is not None:
-        for (x, y), (b, phase) in zip(points, [(b, ph) for b in batches for ph in ("prefill", "decode")]):
-            ax.plot([x], [y], markers[phase], ms=8, label=f"{phase}, batch {b} (bound)")
-            ax.annotate(f"{phase[0].upper()}{b}", (x, y), textcoords="offset points", xytext=(5, -12), fontsize=8)
+    for p in bound_points:
+        x, y, phase, b = p["intensity"], p["flops_per_s"], p["phase"], p["batch"]
+        ax.plot([x], [y], markers[phase], ms=8, label=f"{phase}, batch {b} (bound)")
+        ax.annotate(f"{phase[0].upper()}{b}", (x, y), textcoords="offset points", xytext=(5, -12), fontsize=8)
     for p in measured_points:
         ax.plot([p["intensity"]], [p["flops_per_s"]], markers.get(p.get("phase", "decode"), "x"), mfc="none", ms=10,
                 mew=2, label=p["label"])
@@ -109,8 +100,7 @@ def roofline_chart(path: str, ceilings: Ceilings, datasheet: Ceilings | None = N
         ax.set_ylim(10 ** math.floor(math.log10(min(ys))), 10 ** (math.ceil(math.log10(max(ys))) + 0.3))
     ax.set_xlabel("arithmetic intensity (FLOP per byte from device memory)")
     ax.set_ylabel("FLOP/s")
-    name = model.name if model is not None else ""
-    title = f"Roofline — {ceilings.name} ({ceilings.kind} ceilings)" + (f" — {name}" if name else "")
+    title = f"Roofline — {ceilings.name} ({ceilings.kind} ceilings)" + (f" — {title_model}" if title_model else "")
     if measured_on and measured_on != ceilings.name:
         title += f"\npoints measured on {measured_on}, not on this device"
     ax.set_title(title)
@@ -119,14 +109,14 @@ def roofline_chart(path: str, ceilings: Ceilings, datasheet: Ceilings | None = N
     return _save(fig, path)
 
 
-def breakdown_chart(path: str, explained: dict[str, Any]) -> str:
+def breakdown_chart(path: str, explained: Explanation) -> str:
     plt = _plt()
-    rows = [(f"b{s['batch']} p{s['prompt_len']} g{s['gen_len']} {ph}", parts)
-            for s in explained["scenarios"] if s["breakdown"] for ph, parts in s["breakdown"].items()]
-    title = f"Where the time went — {explained['model']} on {explained['device']} ({explained['ceilings_source']} ceilings)"
+    rows = [(f"b{s.batch} p{s.prompt_len} g{s.gen_len} {ph}", parts)
+            for s in explained.scenarios if s.breakdown for ph, parts in s.breakdown.items()]
+    title = f"Where the time went — {explained.model} on {explained.device} ({explained.ceilings_source} ceilings)"
     if not rows:   # nothing explained: say why instead of drawing an empty frame
         fig, ax = plt.subplots(figsize=(12, 2.5))
-        why = [f["message"] for s in explained["scenarios"] for f in s["flags"] if f["kind"] == "faster_than_floor"]
+        why = [f.message for s in explained.scenarios for f in s.flags if f.kind == "faster_than_floor"]
         ax.text(0.01, 0.5, "No scenario could be explained: " + (why[0] if why else "no breakdown in the record"),
                 wrap=True, va="center", fontsize=9)
         ax.set_axis_off()
@@ -138,7 +128,7 @@ def breakdown_chart(path: str, explained: dict[str, Any]) -> str:
         for label, keys in PART_GROUPS:
             v = sum(parts.get(k, 0.0) for k in keys) * 1e3
             if v > 0:
-                ax.barh(i, v, left=left, color=_COLOURS[label], label=label if i == 0 or label not in ax.get_legend_handles_labels()[1] else None)
+                ax.barh(i, v, left=left, color=PART_COLOURS[label], label=label if i == 0 or label not in ax.get_legend_handles_labels()[1] else None)
                 left += v
     ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
     ax.invert_yaxis()
@@ -150,19 +140,16 @@ def breakdown_chart(path: str, explained: dict[str, Any]) -> str:
     return _save(fig, path)
 
 
-_CLASS_COLOURS = {"dense_gemm": "#1f77b4", "lm_head": "#aec7e8", "moe_routing": "#ffbb78", "moe_experts": "#ff7f0e",
-                  "attention": "#2ca02c", "elementwise": "#98df8a", "communication": "#9467bd", "sampling": "#c5b0d5",
-                  "memcpy": "#8c564b", "host": "#e377c2", "other": "#7f7f7f", "unattributed": "#d9d9d9"}
 
 
-def kernels_chart(path: str, explained: dict[str, Any]) -> str:
+
+def kernels_chart(path: str, explained: Explanation) -> str:
     """One panel per phase (their scales differ a hundredfold): per scenario, the traced step's time
     stacked by kernel class, and under it a thin hatched bar of each class's own floor."""
-    from .traces import LABELS
     plt = _plt()
-    phases = [ph for ph in ("prefill", "decode") if any(s.get("kernels") and s["kernels"][ph] for s in explained["scenarios"])]
-    per = {ph: [(f"b{s['batch']} p{s['prompt_len']} g{s['gen_len']}", s["kernels"][ph])
-                for s in explained["scenarios"] if s.get("kernels") and s["kernels"][ph]] for ph in phases}
+    phases = [ph for ph in ("prefill", "decode") if any(s.kernels and s.kernels[ph] for s in explained.scenarios)]
+    per = {ph: [(f"b{s.batch} p{s.prompt_len} g{s.gen_len}", s.kernels[ph])
+                for s in explained.scenarios if s.kernels and s.kernels[ph]] for ph in phases}
     fig, axes = plt.subplots(len(phases), 1, squeeze=False,
                              figsize=(12, 1.2 + sum(0.9 + 0.7 * len(v) for v in per.values())))
     seen: set[str] = set()
@@ -170,7 +157,7 @@ def kernels_chart(path: str, explained: dict[str, Any]) -> str:
         for i, (_, classes) in enumerate(per[ph]):
             left = floor_left = 0.0
             for r in classes:
-                colour, label = _CLASS_COLOURS[r["class"]], LABELS[r["class"]]
+                colour, label = CLASS_COLOURS[r["class"]], CLASS_LABELS[r["class"]]
                 ax.barh(i, r["time_s"] * 1e3, left=left, height=0.5, color=colour,
                         label=label if label not in seen else None)
                 seen.add(label)
@@ -183,16 +170,16 @@ def kernels_chart(path: str, explained: dict[str, Any]) -> str:
         ax.invert_yaxis()
         ax.set_title(f"{ph} step", fontsize=10)
         ax.set_xlabel("time per traced step (ms); thin hatched bar: each class's own floor")
-    fig.suptitle(f"Inside the step, by kernel class — {explained['model']} on {explained['device']}")
+    fig.suptitle(f"Inside the step, by kernel class — {explained.model} on {explained.device}")
     handles = [h for ax in axes[:, 0] for h in ax.get_legend_handles_labels()[0]]
     labels = [lab for ax in axes[:, 0] for lab in ax.get_legend_handles_labels()[1]]
     axes[0, 0].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
 
-def steps_chart(path: str, record, floors) -> str:
-    """Each step's measured time against its floor, first measured run of each scenario (``record``: a RunRecord)."""
-    from .costs import step_cost
+def steps_chart(path: str, ctx) -> str:
+    """Each step's measured time against its floor, first measured run of each scenario (``ctx``: a RecordContext)."""
+    record = ctx.record
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 5))
     timer = "device"
@@ -202,7 +189,7 @@ def steps_chart(path: str, record, floors) -> str:
         if any(st.device_ms is None for st in run.steps):
             timer = "host"
         ys = [st.time_s * 1e3 for st in run.steps]
-        floor_ms = [step_cost(floors, st.work).floor_s * 1e3 for st in run.steps]
+        floor_ms = [ctx.step_cost(st).floor_s * 1e3 for st in run.steps]
         line, = ax.plot(xs, ys, "-", lw=1, label=f"batch {sc.batch} measured")
         ax.plot(xs, floor_ms, "--", lw=1, color=line.get_color(), label=f"batch {sc.batch} floor")
     ax.set_yscale("log")

@@ -27,14 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .costs import Floors, RankCosts, StepCost, decode_cost, prefill_cost, step_cost
-from .errors import UserError
-from .explain import inputs_for, timeline
+from .errors import DoesNotFit, UserError
+from .context import RecordContext
 from .hardware import Ceilings
-from .memory import card_of, fits
+from .memory import card_of, fit_advice, fits
 from .models import ModelSpec
-from .profiling import run_metrics
 from .records import RunRecord
-from .roofline import scenario
+from .bounds import scenario
 from .timing import percentile
 
 # Relative widening per doubling of distance outside the calibrated batch, context and layer count: the
@@ -212,58 +211,59 @@ class Calibration:
                 "calibrated": self.calibrated, "engine_spread": self.engine_spread}
 
 
-def calibrate(records: list[tuple[str, RunRecord]]) -> Calibration:
+def calibrate(records: list[tuple[str, RunRecord | RecordContext]]) -> Calibration:
     """Fit the step model on every step of every measured run of ``records`` (same model, same device)."""
     if not records:
         raise UserError("predict needs at least one run record to calibrate on")
-    first = inputs_for(records[0][1])
-    names = {r.config["model"] for _, r in records}
-    devices = {r.device.get("name") for _, r in records}
+    contexts = [r if isinstance(r, RecordContext) else RecordContext.of(r) for _, r in records]
+    first = contexts[0]
+    names = {c.record.config["model"] for c in contexts}
+    devices = {c.record.device.get("name") for c in contexts}
     if len(names) > 1 or len(devices) > 1:
         raise UserError(f"calibrate on runs of one model on one device (got {sorted(names)} on {sorted(devices)})")
     f = first.floors
     costs, times, labels = [], [], []
     leads, gaps, tails = [], [], []
     # each record priced on its own floors (its ceilings, layer count, formats), never on the first one's
-    own = {id(rec): inputs_for(rec).floors for _, rec in records}
-    runs = [(ri, si, sc, run, own[id(rec)]) for ri, (_, rec) in enumerate(records)
-            for si, sc in enumerate(rec.scenarios) for run in sc.runs]
-    for k, (ri, si, _sc, run, fr) in enumerate(runs):
-        spans = timeline(run)
+    runs = [(ri, si, sc, run, ctx) for ri, ctx in enumerate(contexts)
+            for si, sc in enumerate(ctx.record.scenarios) for run in sc.runs]
+    for k, (ri, si, _sc, run, ctx) in enumerate(runs):
+        spans = run.timeline()
         leads.append(run.steps[0].t_start_s if run.steps else 0.0)
         tails.append(spans[-1]["tail_s"])
         for st, sp in zip(run.steps, spans):
-            cost = step_cost(fr, st.work, experts_touched=st.experts.touched() if st.experts else None)
+            cost = ctx.step_cost(st)
             costs.append(cost)
             times.append(max(sp["span_s"] - cost.comm_s, 1e-9))   # step_s adds the collectives' floor back
             labels.append(((ri, si), k))
             if st.phase == "decode":
                 gaps.append(sp["gap_s"])
-    scs = [sc for _, rec in records for sc in rec.scenarios]
-    layers = sorted({rec.config.get("layers") or f.model.num_layers for _, rec in records})
+    recs = [c.record for c in contexts]
+    scs = [sc for rec in recs for sc in rec.scenarios]
+    layers = sorted({rec.config.get("layers") or f.model.num_layers for rec in recs})
     cal = Calibration(model=f.model, ceilings=first.ceilings, costs=f.costs, records=[p for p, _ in records],
                       fit=fit_steps(costs, times, labels), lead_s=statistics.median(leads),
                       gap_s=statistics.median(gaps) if gaps else 0.0, tail_s=statistics.median(tails), ratio_range={},
-                      token_budget=min((b for _, r in records if (b := (r.engine or {}).get("max_num_batched_tokens"))),
+                      token_budget=min((b for r in recs if (b := (r.engine or {}).get("max_num_batched_tokens"))),
                                        default=None),
                       calibrated={"batch": [min(s.batch for s in scs), max(s.batch for s in scs)],
                                   "prompt": [min(s.prompt_len for s in scs), max(s.prompt_len for s in scs)],
                                   "context": [min(s.prompt_len for s in scs), max(s.prompt_len + s.gen_len for s in scs)],
                                   "layers": layers},
-                      busy=any((sc.host_load or {}).get("busy") for sc in scs))
+                      busy=any(sc.host_load is not None and sc.host_load.busy for sc in scs))
     # the spread of single runs around the model (run-to-run noise plus what the model misses), and of one
     # scenario's median between engine starts where two records hold it
     ratios: dict[str, list[float]] = {"ttft_s": [], "tpot_s": [], "total_latency_s": [], "tps": []}
     per_start: dict[tuple[int, int, int], dict[int, list[float]]] = {}
-    for ri, _si, sc, run, fr in runs:
-        pred = _point(_predict(cal, fr, sc.batch, sc.prompt_len, sc.gen_len))
-        measured = run_metrics({"requests": run.requests, "wall_s": run.wall_s})
+    for ri, _si, sc, run, ctx in runs:
+        pred = _point(_predict(cal, ctx.floors, sc.batch, sc.prompt_len, sc.gen_len))
+        measured = run.metrics
         for key in ratios:
-            if measured[key] and pred[key]:
-                ratios[key].append(measured[key] / pred[key])
-        if measured["tps"] and pred["tps"]:
+            if getattr(measured, key) and pred[key]:
+                ratios[key].append(getattr(measured, key) / pred[key])
+        if measured.tps and pred["tps"]:
             per_start.setdefault((sc.batch, sc.prompt_len, sc.gen_len), {}).setdefault(ri, []).append(
-                pred["tps"] / measured["tps"])
+                pred["tps"] / measured.tps)
     cal.ratio_range = {k: (min(v), max(v)) if v else (1.0, 1.0) for k, v in ratios.items()}
     spreads = []
     for starts in per_start.values():
@@ -361,9 +361,11 @@ def predict(cal: Calibration, batch: int, prompt_len: int, gen_len: int, ceiling
     c = cal.costs
     transferred = (ceilings is not None and ceilings.name != cal.ceilings.name) or tp != c.tp
     f = Floors.of(target, ceil, dtype=c.dtype, kv_dtype=c.kv_dtype, tp=tp, activation_dtype=c.activation_dtype)
-    if not fits(f.costs, card_of(ceil), batch, prompt_len, gen_len):
-        raise UserError(f"{target.name} at batch {batch}, prompt {prompt_len}, gen {gen_len} does not fit on "
-                        f"{ceil.name}" + (f" at TP {tp}" if tp > 1 else ""))
+    card = card_of(ceil)
+    if not fits(f.costs, card, batch, prompt_len, gen_len):
+        raise DoesNotFit(f"{target.name} at batch {batch}, prompt {prompt_len}, gen {gen_len} does not fit on "
+                         f"{ceil.name}" + (f" at TP {tp}" if tp > 1 else ""),
+                         fit_advice(f.costs, card, batch, prompt_len, gen_len))
     design = _design(cal, f, batch, prompt_len, gen_len)
     per_fit = _metrics(cal, design, cal.fit.fits, batch, gen_len)
     reps = [_metrics(cal, design, r, batch, gen_len) for r in cal.fit.replicates]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from .context import RecordContext
+from .explain import Explanation
 from .plots import breakdown_chart, kernels_chart, roofline_chart, steps_chart
 from .records import atomic_write_text
 from .tables import html_table, markdown_table
@@ -22,38 +22,36 @@ def _stem(path: str, taken: set[str]) -> str:
     return stem
 
 
-def write_report(out_dir: str, items: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> list[str]:
-    """``items``: (record path, explanation, record). Writes report.md, report.html and PNG figures."""
+def write_report(out_dir: str, items: list[tuple[str, Explanation, RecordContext]]) -> list[str]:
+    """``items``: (record path, explanation, the record's context). Writes report.md, report.html and PNG figures."""
     import html
     import os
-    from .explain import inputs_for
     from .hardware import gpu_catalog
-    from .microbench.result import ceilings_from_record
     os.makedirs(out_dir, exist_ok=True)
     md, body, written = ["# llmprobe explain report", ""], ["<h1>llmprobe explain report</h1>"], []
     stems: set[str] = set()
-    for path, ex, record in items:
+    for path, ex, ctx in items:
         stem = _stem(path, stems)
         figs = {}
-        ceil = ceilings_from_record({"ceilings": ex["ceilings"]})
+        ceil = ctx.ceilings
         ds = gpu_catalog().get(ceil.gpu_id or "") if ceil.kind == "measured" else None
-        points = [{"label": f"{ph}, batch {s['batch']} (measured)", "phase": ph, "intensity": a["intensity_flop_per_byte"],
-                   "flops_per_s": a["flops_per_s"]} for s in ex["scenarios"] for ph, a in s["achieved"].items()
+        points = [{"label": f"{ph}, batch {s.batch} (measured)", "phase": ph, "intensity": a["intensity_flop_per_byte"],
+                   "flops_per_s": a["flops_per_s"]} for s in ex.scenarios for ph, a in s.achieved.items()
                   if a["intensity_flop_per_byte"]]
-        compute = inputs_for(record).floors.compute_dtype
+        compute = ctx.floors.compute_dtype
         figs["roofline"] = roofline_chart(os.path.join(out_dir, f"{stem}-roofline.png"), ceil,
-                                          ds.ceilings() if ds else None, dtype=compute, measured_points=points,
-                                          measured_on=ex["device"])
+                                          ds.ceilings() if ds else None, compute=compute, measured_points=points,
+                                          measured_on=ex.device)
         figs["breakdown"] = breakdown_chart(os.path.join(out_dir, f"{stem}-breakdown.png"), ex)
-        if any(sc.get("kernels") for sc in ex["scenarios"]):
+        if any(sc.kernels for sc in ex.scenarios):
             figs["kernels"] = kernels_chart(os.path.join(out_dir, f"{stem}-kernels.png"), ex)
-        figs["steps"] = steps_chart(os.path.join(out_dir, f"{stem}-steps.png"), record, inputs_for(record).floors)
+        figs["steps"] = steps_chart(os.path.join(out_dir, f"{stem}-steps.png"), ctx)
         written += list(figs.values())
-        title = f"{ex['model']}" + (f" [{ex['layers_note']}]" if ex.get("layers_note") else "") + f" — {ex['backend']} on {ex['device']}"
-        md += [f"## {title}", "", f"Record: `{path}`. Ceilings: {ex['ceilings_source']} ({ex['ceilings']['source']}).", ""]
+        title = f"{ex.model}" + (f" [{ex.layers_note}]" if ex.layers_note else "") + f" — {ex.backend} on {ex.device}"
+        md += [f"## {title}", "", f"Record: `{path}`. Ceilings: {ex.ceilings_source} ({ex.ceilings['source']}).", ""]
         body += [f"<h2>{html.escape(title)}</h2>", f"<p>Record: <code>{html.escape(path)}</code>. Ceilings: "
-                 f"{html.escape(ex['ceilings_source'])} ({html.escape(ex['ceilings']['source'])}).</p>"]
-        for t, cols, rows in record_sections(record) + explain_sections(ex):
+                 f"{html.escape(ex.ceilings_source)} ({html.escape(ex.ceilings['source'])}).</p>"]
+        for t, cols, rows in record_sections(ctx.record) + explain_sections(ex):
             md += [f"### {t}", "", markdown_table(cols, rows), ""]
             body += [f"<h3>{html.escape(t)}</h3>", html_table(cols, rows)]
         for name, f in figs.items():

@@ -3,13 +3,16 @@ or printed to the terminal. Numbers are formatted here, never computed."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .explain import PART_GROUPS
-from .records import sampling_label
+from .labels import CLASS_LABELS, PART_GROUPS, headline
+from .records import Stat, sampling_label
 from .tables import Section, markdown_table
 from .terminal import console, err_console, print_sections, print_table
 from .units import count, efficiency, gib, money, num, pct, seconds, si, throttle_text
+
+if TYPE_CHECKING:   # explanations are read here, never built
+    from .explain import Explanation
 
 
 def print_bounds(model, ceilings, bounds) -> None:
@@ -39,16 +42,16 @@ def print_bounds(model, ceilings, bounds) -> None:
         console.print(f"  * {dtype}, TP {tp}, batch {batch}: does not fit; {text}")
 
 
-def _stat(s: dict | None, fmt) -> str:
+def _stat(s: Stat | None, fmt) -> str:
     """The median, and its confidence interval where the record has one."""
-    if not s or s.get("median") is None:
+    if not s or s.median is None:
         return "-"
-    ci = s.get("median_ci")
-    return f"{fmt(s['median'])} ({fmt(ci['low'])}–{fmt(ci['high'])})" if ci else fmt(s["median"])
+    ci = s.median_ci
+    return f"{fmt(s.median)} ({fmt(ci['low'])}–{fmt(ci['high'])})" if ci else fmt(s.median)
 
 
-def _ci_note(stats: list[dict]) -> str:
-    levels = sorted({round(100 * s["median_ci"]["level"], 1) for s in stats if s.get("median_ci")})
+def _ci_note(stats: list[Stat]) -> str:
+    levels = sorted({round(100 * s.median_ci["level"], 1) for s in stats if s.median_ci})
     if not levels:
         return "one run per scenario: no interval"
     return (f"(a–b): distribution-free {', '.join(f'{x:g}%' for x in levels)} confidence interval of the median "
@@ -65,8 +68,8 @@ def print_profile(record) -> None:
         sm = s.summary
         lat = sm["total_latency_s"]
         rows.append([s.batch, s.prompt_len, s.gen_len, _stat(sm["ttft_s"], seconds), _stat(sm["tpot_s"], seconds),
-                     _stat(lat, seconds), seconds(lat.get("p90")), seconds(lat.get("p99")),
-                     _stat(sm["tps"], num), num(sm["tps"]["mean"])])
+                     _stat(lat, seconds), seconds(lat.p90), seconds(lat.p99),
+                     _stat(sm["tps"], num), num(sm["tps"].mean)])
     print_table(title, ["batch", "prompt", "gen", "TTFT", "TPOT", "latency", "latency p90", "latency p99",
                         "TPS (median)", "TPS (mean)"], rows,
                 caption=f"medians over {cfg['runs']} measured runs (after {cfg['warmup']} warm-up); "
@@ -77,14 +80,14 @@ def print_profile(record) -> None:
     for s in record.scenarios:
         ph = s.phases
         for name in ("prefill", "decode", "mixed"):
-            p = ph[name]
-            if not p["steps"]["median"]:
+            p = getattr(ph, name)
+            if not p.steps.median:
                 continue
-            dev_s = p["device_s"]["median"] if p["device_s"]["n"] else None
-            rows.append([s.batch, name, f"{p['steps']['median']:g}", seconds(dev_s), seconds(p["host_s"]["median"]),
-                         seconds(p["host_s"]["median"] / p["steps"]["median"])])
-        rows.append([s.batch, "outside steps", "", "", seconds(ph["outside_steps_s"]["median"]),
-                     f"{ph['overhead_per_step_ms']['median']:.3g} ms" if ph["overhead_per_step_ms"]["median"] is not None else "-"])
+            dev_s = p.device_s.median if p.device_s.n else None
+            rows.append([s.batch, name, f"{p.steps.median:g}", seconds(dev_s), seconds(p.host_s.median),
+                         seconds(p.host_s.median / p.steps.median)])
+        rows.append([s.batch, "outside steps", "", "", seconds(ph.outside_steps_s.median),
+                     f"{ph.overhead_per_step_ms.median:.3g} ms" if ph.overhead_per_step_ms.median is not None else "-"])
     print_table("Per phase (per run, median)", ["batch", "phase", "steps", "device time", "host time", "host per step"],
                 rows, caption="device time: CUDA events around each step (none on CPU); "
                               "outside steps: scheduling, output processing and the caller's loop", keys=2)
@@ -113,7 +116,7 @@ def print_measurement(m, datasheet) -> None:
                          f"latency {seconds(r.best_params['latency_s'])}" if r.valid else ""])
             continue
         unit = "B/s" if r.kind == "bandwidth" else "FLOP/s"
-        top = best["bandwidth"] if r.kind == "bandwidth" else m.flops.get(r.dtype)
+        top = best["bandwidth"] if r.kind == "bandwidth" else m.flops_per_s.get(r.dtype)
         ds = None
         if datasheet is not None:
             ds = datasheet.hbm_bytes_per_s if r.kind == "bandwidth" else datasheet.peak_flops.get(r.dtype)
@@ -205,46 +208,46 @@ def compare_markdown(rows: list[dict], best: list[dict], tokens: float | None) -
 _PART_ORDER = [k for _, keys in PART_GROUPS for k in keys]
 
 
-def explain_sections(explained: dict[str, Any]) -> list[Section]:
+def explain_sections(explained: Explanation) -> list[Section]:
     """(title, columns, rows) for every table of the explanation, shared by terminal, markdown and HTML."""
     secs = []
-    for s in explained["scenarios"]:
-        tag = f"batch {s['batch']}, prompt {s['prompt_len']}, gen {s['gen_len']}"
-        how = "".join(f", {x}" for x in (f"{s['ceilings_mode']} pass" if s.get("ceilings_mode") else None,
-                                          f"bandwidth of {s['bandwidth_method']}" if s.get("bandwidth_method") else None) if x)
-        secs.append((f"Efficiency — {tag} ({s['ceilings_source']} ceilings{how})", ["metric", "measured", "floor / ceiling", "efficiency"], [
-            ["TTFT", seconds(s["ttft"]["measured_s"]), seconds(s["ttft"]["floor_s"]), efficiency(s["ttft"]["efficiency"])],
-            ["TPOT", seconds(s["tpot"]["measured_s"]), seconds(s["tpot"]["floor_s"]), efficiency(s["tpot"]["efficiency"])],
-            ["TPS", num(s["tps"]["measured"]), num(s["tps"]["ceiling"]), efficiency(s["tps"]["efficiency"])],
-        ] + ([["TPS, full model (" + s["extrapolated"]["label"] + ")", num(s["extrapolated"]["tps"]),
-               num(s["extrapolated"]["tps_ceiling_full"]), efficiency(s["extrapolated"]["efficiency"])]]
-             if s.get("extrapolated") else [])))
-        if s["breakdown"]:
-            parts = sorted({k for ph in s["breakdown"].values() for k in ph},
+    for s in explained.scenarios:
+        tag = f"batch {s.batch}, prompt {s.prompt_len}, gen {s.gen_len}"
+        how = "".join(f", {x}" for x in (f"{s.ceilings_mode} pass" if s.ceilings_mode else None,
+                                          f"bandwidth of {s.bandwidth_method}" if s.bandwidth_method else None) if x)
+        secs.append((f"Efficiency — {tag} ({s.ceilings_source} ceilings{how})", ["metric", "measured", "floor / ceiling", "efficiency"], [
+            ["TTFT", seconds(s.ttft["measured_s"]), seconds(s.ttft["floor_s"]), efficiency(s.ttft["efficiency"])],
+            ["TPOT", seconds(s.tpot["measured_s"]), seconds(s.tpot["floor_s"]), efficiency(s.tpot["efficiency"])],
+            ["TPS", num(s.tps["measured"]), num(s.tps["ceiling"]), efficiency(s.tps["efficiency"])],
+        ] + ([["TPS, full model (" + s.extrapolated["label"] + ")", num(s.extrapolated["tps"]),
+               num(s.extrapolated["tps_ceiling_full"]), efficiency(s.extrapolated["efficiency"])]]
+             if s.extrapolated else [])))
+        if s.breakdown:
+            parts = sorted({k for ph in s.breakdown.values() for k in ph},
                            key=lambda k: _PART_ORDER.index(k) if k in _PART_ORDER else 99)
-            rows = [[k.removesuffix("_s").replace("_", " ")] + [seconds(s["breakdown"][ph].get(k, 0.0)) for ph in ("prefill", "decode")]
-                    for k in parts if any(abs(s["breakdown"][ph].get(k, 0.0)) > 0 for ph in ("prefill", "decode"))]
-            rows.append(["= measured"] + [seconds(s["phase_time_s"][ph]) for ph in ("prefill", "decode")])
+            rows = [[k.removesuffix("_s").replace("_", " ")] + [seconds(s.breakdown[ph].get(k, 0.0)) for ph in ("prefill", "decode")]
+                    for k in parts if any(abs(s.breakdown[ph].get(k, 0.0)) > 0 for ph in ("prefill", "decode"))]
+            rows.append(["= measured"] + [seconds(s.phase_time_s[ph]) for ph in ("prefill", "decode")])
             secs.append((f"Where the time went per run — {tag}", ["part", "prefill", "decode"], rows))
         rows = [[ph, si(a["bytes_per_s"], "B/s"), efficiency(a["bandwidth_fraction"]), si(a["flops_per_s"], "FLOP/s"),
                  efficiency(a["flops_fraction"]), f"{a['intensity_flop_per_byte']:.3g}", a["timer"]]
-                for ph, a in s["achieved"].items()]
+                for ph, a in s.achieved.items()]
         if rows:
             secs.append((f"Achieved during steps — {tag}", ["phase", "bandwidth", "of ceiling", "FLOP/s", "of ceiling",
                                                             "FLOP/byte", "timer"], rows))
-        smp = s.get("sampling")
+        smp = s.sampling
         if smp:
             secs.append((f"Sampling — {tag}", ["sampling", "sample_tokens per decode step", "of the decode step", "timer"],
                          [[smp["method"], seconds(smp["decode_ms_per_step"] / 1e3), f"{smp['share_of_decode_step']:.1%}",
                            smp["timer"]]]))
-        en = s.get("energy")
+        en = s.energy
         if en:
             secs.append((f"Energy — {tag} (NVML's counter around each run)", ["per output token", "power (median)",
                          "SM clock (median)", "power limit", "GPUs"],
                          [[f"{en['joules_per_output_token']:.3g} J", f"{en['power_w']:.0f} W" if en["power_w"] else "-",
                            f"{en['sm_clock_mhz']:.0f} MHz" if en["sm_clock_mhz"] else "-",
                            f"{en['power_limit_w']:.0f} W" if en["power_limit_w"] else "-", en["gpus"]]]))
-        cov = s.get("experts")
+        cov = s.experts
         if cov and any(ph in cov for ph in ("prefill", "decode")):
             secs.append((f"Expert coverage per MoE layer — {tag} (routing: {cov.get('routing') or '-'})",
                          ["phase", "tokens per step", "distinct experts measured", "uniform routing", "top-k minimum",
@@ -252,24 +255,22 @@ def explain_sections(explained: dict[str, Any]) -> list[Section]:
                          [[ph, c["tokens_per_step"], f"{c['measured']:.2f} of {cov['num_experts']}", f"{c['expected']:.2f}",
                            c["top_k_minimum"], f"{c['ratio']:.0%}", f"{c['max_load']:.1f}"]
                           for ph, c in ((ph, cov[ph]) for ph in ("prefill", "decode") if ph in cov)]))
-        for ph in ("prefill", "decode") if s.get("kernels") else ():
-            if s["kernels"][ph]:
-                secs.append(_kernel_section(s["kernels"], ph, tag))
-        if s["flags"]:
+        for ph in ("prefill", "decode") if s.kernels else ():
+            if s.kernels[ph]:
+                secs.append(_kernel_section(s.kernels, ph, tag))
+        if s.flags:
             secs.append((f"Flags — {tag}", ["flag", "message"],
-                         [[f["kind"].replace("_", " "), f["message"]] for f in s["flags"]]))
+                         [[f.kind.replace("_", " "), f.message] for f in s.flags]))
     return secs
 
 
 def _kernel_section(k: dict[str, Any], ph: str, tag: str) -> Section:
     """One phase's traced step by kernel class: time, share, own floor, efficiency, achieved rate."""
-    from .traces import LABELS
-
     def achieved(r):
         if r["bound"] == "compute":
             return si(r["achieved_flops_per_s"], "FLOP/s") if r["achieved_flops_per_s"] else "-"
         return si(r["achieved_bytes_per_s"], "B/s") if r["achieved_bytes_per_s"] else "-"
-    rows = [[LABELS[r["class"]], seconds(r["time_s"]), f"{r['share']:.1%}",
+    rows = [[CLASS_LABELS[r["class"]], seconds(r["time_s"]), f"{r['share']:.1%}",
              seconds(r["floor_s"]) if r["floor_s"] is not None else "-", efficiency(r["efficiency"]), achieved(r)]
             for r in k[ph]]
     moe = [r for r in k[ph] if r["class"].startswith("moe_")]
@@ -278,7 +279,7 @@ def _kernel_section(k: dict[str, Any], ph: str, tag: str) -> Section:
         fl = sum(r["floor_s"] or 0.0 for r in moe)
         rows.append(["(MoE: routing + experts)", seconds(t), f"{sum(r['share'] for r in moe):.1%}", seconds(fl),
                      efficiency(fl / t if t else None), "-"])
-    head = k["headline"].get(ph)
+    head = headline(k["headline"].get(ph), ph)
     n = (k.get("steps_traced") or {}).get(ph)
     return (f"Inside the {ph} step — {tag} ({n} traced steps, {k['coverage'][ph]:.0%} of the step in kernels)"
             + (f": {head}" if head else ""), ["class", "time / step", "share", "floor", "efficiency", "achieved"], rows)
@@ -334,7 +335,7 @@ def record_sections(record) -> list[Section]:
     for s in record.scenarios:
         sm = s.summary
         rows.append([s.batch, s.prompt_len, s.gen_len, _stat(sm["ttft_s"], seconds), _stat(sm["tpot_s"], seconds),
-                     _stat(sm["total_latency_s"], seconds), seconds(sm["total_latency_s"].get("p90")),
+                     _stat(sm["total_latency_s"], seconds), seconds(sm["total_latency_s"].p90),
                      _stat(sm["tps"], num)])
     return [("Configuration", ["setting", "value"], conf),
             ("Measured", ["batch", "prompt", "gen", "TTFT", "TPOT", "latency", "latency p90", "TPS"], rows)]
@@ -413,14 +414,14 @@ def print_prices(ps) -> None:
 
 
 def print_explain(items, files: list[str]) -> None:
-    """``items``: (record path, explanation, record) per record."""
+    """``items``: (record path, explanation, the record's context) per record."""
     for p, ex, _ in items:
-        note = f" [{ex['layers_note']}]" if ex.get("layers_note") else ""
-        console.rule(f"{ex['model']}{note} — {ex['backend']} on {ex['device']} — {p}")
-        if (ex.get("compute") or {}).get("gemm"):
-            console.print(f"compute: {ex['compute']['gemm']}; floors use the measured {ex['compute']['ceiling']} ceiling")
-        if code_path(ex.get("execution")):
-            console.print(f"code path: {code_path(ex['execution'])}")
+        note = f" [{ex.layers_note}]" if ex.layers_note else ""
+        console.rule(f"{ex.model}{note} — {ex.backend} on {ex.device} — {p}")
+        if (ex.compute or {}).get("gemm"):
+            console.print(f"compute: {ex.compute['gemm']}; floors use the measured {ex.compute['ceiling']} ceiling")
+        if code_path(ex.execution):
+            console.print(f"code path: {code_path(ex.execution)}")
         for title, cols, rows in explain_sections(ex):
             print_table(title, cols, rows, prose=("message",))
     for f in files:

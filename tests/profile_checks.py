@@ -4,10 +4,12 @@ import json
 
 import pytest
 
-from llmprobe.records import RunRecord, load_run_record
+from llmprobe.records import Run, RunRecord, load_run_record
 
 
-def check_run(run: dict, batch: int, prompt_len: int, gen_len: int) -> None:
+def check_run(typed: Run, batch: int, prompt_len: int, gen_len: int) -> None:
+    """Checked in the form a reader sees: the run as the record file holds it."""
+    run = typed.to_dict()
     reqs = run["requests"]
     assert len(reqs) == batch
     per_req: dict[str, list] = {r["id"]: [] for r in reqs}
@@ -37,10 +39,11 @@ def check_run(run: dict, batch: int, prompt_len: int, gen_len: int) -> None:
     assert adm["together"] or adm["chunked_by_token_budget"], adm   # a batch starts as one batch
 
 
-def check_record(rec: dict, tmp_path) -> None:
+def check_record(typed: RunRecord, tmp_path) -> None:
+    rec = typed.to_dict()
     assert rec["schema_version"] == 1 and rec["status"] == "complete"
-    for sc in rec["scenarios"]:
-        for run in sc["runs"] + sc["warmup_runs"]:
+    for sc, tsc in zip(rec["scenarios"], typed.scenarios):
+        for run in tsc.runs + tsc.warmup_runs:
             check_run(run, sc["batch"], sc["prompt_len"], sc["gen_len"])
         for k in ("ttft_s", "tpot_s", "total_latency_s", "tps"):
             s = sc["summary"][k]
@@ -49,4 +52,4 @@ def check_record(rec: dict, tmp_path) -> None:
         assert all(r["metrics"]["ttft_s"] < r["metrics"]["total_latency_s"] for r in sc["runs"])
     path = tmp_path / "rec.json"
     path.write_text(json.dumps(rec))
-    assert load_run_record(path) == RunRecord.from_dict(json.loads(json.dumps(rec)))
+    assert load_run_record(path) == RunRecord.from_dict(json.loads(json.dumps(rec))) == typed

@@ -42,13 +42,16 @@ def _graph() -> dict[str, set[str]]:
 
 
 def test_no_import_cycle():
-    graph = _graph()
+    _assert_acyclic(_graph())
+
+
+def _assert_acyclic(graph: dict[str, set[str]]) -> None:
     state: dict[str, int] = {}
 
     def visit(n, stack):
         state[n] = 1
         for m in sorted(graph[n]):
-            if m == "llmprobe" or m == n:
+            if m == "llmprobe" or m == n or m not in graph:
                 continue  # the package root re-exports; importing it is not a dependency on a sibling
             if state.get(m) == 1:
                 raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(m):] + [m]))
@@ -67,3 +70,51 @@ def test_every_module_opens_with_what_it_holds():
             continue
         doc = ast.get_docstring(ast.parse(path.read_text()))
         assert doc and len(doc.splitlines()[0]) > 20, f"{path.relative_to(PKG.parent)}: no one-line docstring"
+
+
+# Each module's layer: a module imports from its own layer or below, never above. The analytic core knows nothing
+# of records; records know nothing of how they were measured; analysis reads records, never the engines;
+# presentation formats what analysis computed; commands wire them to the CLI.
+LAYERS = [
+    ("core", {"errors", "units", "dtypes", "models", "hardware", "comm", "costs", "memory", "bounds", "pricing",
+              "timing", "kernels", "kernels.traffic", "kernels.triton_stream", "kernels.triton_matmul", "data",
+              "data.models"}),
+    ("records", {"records", "provenance"}),
+    ("measurement", {"hostload", "telemetry", "traces", "profiling", "engines", "engines.*", "microbench",
+                     "microbench.*"}),
+    ("analysis", {"context", "explain", "predict", "compare", "audit"}),
+    ("presentation", {"labels", "tables", "terminal", "views", "plots", "report"}),
+    ("commands", {"commands", "cli", "__main__", ""}),
+]
+
+
+def _layer(module: str) -> int:
+    name = module.removeprefix("llmprobe").removeprefix(".")
+    for i, (_, names) in enumerate(LAYERS):
+        if name in names or any(n.endswith(".*") and name.startswith(n[:-1]) for n in names):
+            return i
+    raise AssertionError(f"{module}: in no layer of tests/test_architecture.py's LAYERS")
+
+
+def test_layers_import_downward_only():
+    bad = [f"{m} ({LAYERS[_layer(m)][0]}) imports {t} ({LAYERS[_layer(t)][0]})"
+           for m, targets in _graph().items() if m != "llmprobe" for t in targets
+           if t != "llmprobe" and _layer(t) > _layer(m)]
+    assert not bad, "\n".join(bad)
+
+
+def test_no_import_cycle_between_subpackages():
+    """engines and microbench each taken as one node beside the top-level modules: a subpackage that imports a
+    module importing it back is a cycle even when no two files form one."""
+    def node(m: str) -> str:
+        parts = m.split(".")
+        return ".".join(parts[:2]) if len(parts) > 2 else m
+    graph: dict[str, set[str]] = {}
+    for m, targets in _graph().items():
+        graph.setdefault(node(m), set()).update(node(t) for t in targets if node(t) != node(m))
+    _assert_acyclic(graph)
+
+
+def test_the_package_exports_the_roofline_function_not_a_module():
+    import llmprobe
+    assert callable(llmprobe.roofline) and llmprobe.roofline(1e12, 1e9, 1e15, 1e12) > 0

@@ -52,7 +52,7 @@ def test_collective_count_is_what_vllm_issues(model, monkeypatch):
         counts = eng.llm.collective_rpc(_read_counts)
     finally:
         eng.close()
-    steps = len(run["steps"])
+    steps = len(run.steps)
     expect = collectives(spec, tp=2)
     assert expect.allreduces == 2 * spec.num_layers + 1 and expect.allgathers == 1
     for rank in counts:

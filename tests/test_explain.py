@@ -54,7 +54,7 @@ def hand_record(scale: float = 1.0) -> dict:
 
 def test_golden_breakdown():
     rec = hand_record()
-    ex = explain_record(rec)
+    ex = explain_record(rec).to_dict()
     s = ex["scenarios"][0]
     f = Floors.of(resolve_model("tiny-llama"), TOY)
     floors = [prefill_cost(f, 1, 4).floor_s, decode_cost(f, 1, 4).floor_s, decode_cost(f, 1, 5).floor_s]
@@ -78,12 +78,12 @@ def test_golden_breakdown():
 def test_incomplete_record_is_flagged():
     rec = hand_record()
     rec.update(status="interrupted")
-    flags = explain_record(rec)["scenarios"][0]["flags"]
+    flags = explain_record(rec).to_dict()["scenarios"][0]["flags"]
     assert any(f["kind"] == "record_incomplete" and "interrupted" in f["message"] for f in flags)
 
 
 def test_faster_than_floor_is_flagged_not_explained():
-    ex = explain_record(hand_record(scale=0.25))            # every step at half its floor
+    ex = explain_record(hand_record(scale=0.25)).to_dict()            # every step at half its floor
     s = ex["scenarios"][0]
     assert not s["explained"] and s["breakdown"] is None
     flag = next(f for f in s["flags"] if f["kind"] == "faster_than_floor")
@@ -163,7 +163,7 @@ def test_layer_sampled_record_is_extrapolated():
     pytest.importorskip("transformers")
     from llmprobe.profiling import Scenario, profile
     rec = profile("small-llama", [Scenario(1, 8, 4)], backend="hf", runs=1, warmup=1, layers=3, measure_ceilings=False)
-    ex = explain_record(rec, gpu="h100-sxm")           # explained against a datasheet, and labelled so
+    ex = explain_record(rec, gpu="h100-sxm").to_dict()           # explained against a datasheet, and labelled so
     s = ex["scenarios"][0]
     assert s["ceilings_source"] == "datasheet" and any(f["kind"] == "datasheet_ceilings" for f in s["flags"])
     assert s["extrapolated"]["label"] == "extrapolated from 3 to 8 layers"
@@ -188,7 +188,7 @@ def async_record() -> dict:
 def test_device_time_past_the_host_is_not_negative_host_time():
     rec = async_record()
     run = rec["scenarios"][0]["runs"][0]
-    s = explain_record(rec)["scenarios"][0]
+    s = explain_record(rec).to_dict()["scenarios"][0]
     assert s["explained"]
     parts = [v for ph in s["breakdown"].values() for v in ph.values()]
     assert min(parts) >= 0, s["breakdown"]
@@ -200,11 +200,10 @@ def test_device_time_past_the_host_is_not_negative_host_time():
 
 
 def test_timeline_clips_at_the_wall_time():
-    from llmprobe.explain import timeline
     from llmprobe.records import Run
     run = async_record()["scenarios"][0]["runs"][0]
     run["wall_s"] = run["steps"][-1]["t_end_s"]          # the device ran past the end of the run's clock
-    spans = timeline(Run.from_dict(run, "run"))
+    spans = Run.from_dict(run, "run").timeline()
     assert all(v >= 0 for sp in spans for v in sp.values())
     assert sum(sp.get("gap_s", 0) + sp.get("span_s", 0) + sp.get("tail_s", 0) for sp in spans) == pytest.approx(run["wall_s"])
 
@@ -213,7 +212,7 @@ def test_hf_batched_mm_decode_is_flagged():
     rec = hand_record()
     rec["engine"] = {"backend": "hf", "args": {"experts_implementation": {"configured": "grouped_mm",
                                                                           "prefill": "grouped_mm", "decode": "batched_mm"}}}
-    flags = explain_record(rec)["scenarios"][0]["flags"]
+    flags = explain_record(rec).to_dict()["scenarios"][0]["flags"]
     assert any(f["kind"] == "moe_implementation" and "batched_mm" in f["message"] for f in flags)
 
 
@@ -221,8 +220,10 @@ def test_batch_split_and_busy_host_are_flagged():
     rec = hand_record()
     sc = rec["scenarios"][0]
     sc["admission"] = {"method": "none", "batch": 8, "first_step_requests": [1], "split_runs": [0]}
-    sc["host_load"] = {"busy": True, "reasons": ["other processes used 0.90 of 2 core(s) during the runs"]}
-    kinds = {f["kind"] for f in explain_record(rec)["scenarios"][0]["flags"]}
+    sc["host_load"] = {"wall_s": 10.0, "cores": 2, "own_cpu_s": 10.0, "other_cpu_s": 9.0, "other_cores": 0.9,
+                       "steal_s": 0.0, "steal_share": 0.0, "busy": True,
+                       "reasons": ["other processes used 0.90 of 2 core(s) during the runs"]}
+    kinds = {f["kind"] for f in explain_record(rec).to_dict()["scenarios"][0]["flags"]}
     assert {"batch_split", "busy_host"} <= kinds
 
 
@@ -241,11 +242,11 @@ def test_moe_steps_between_the_topk_and_uniform_floors_are_explained():
     t = (low + expected) / 2 if low * 1.05 < expected else expected * 0.99
     run["steps"] = [_step(0, seqs, 0.0, host_ms=t * 1e3 + 0.1, device_ms=t * 1e3)]
     run["wall_s"] = run["steps"][0]["t_end_s"] + 0.0001
-    s = explain_record(rec)["scenarios"][0]
+    s = explain_record(rec).to_dict()["scenarios"][0]
     assert s["explained"] and any(f["kind"] == "routing_concentrated" for f in s["flags"])
     assert min(v for ph in s["breakdown"].values() for v in ph.values()) >= 0
     run["steps"][0]["device_ms"] = low * 0.5 * 1e3                  # under the top-k minimum: not explained
-    assert not explain_record(rec)["scenarios"][0]["explained"]
+    assert not explain_record(rec).to_dict()["scenarios"][0]["explained"]
 
 
 def test_extrapolated_ttft_averages_only_runs_that_have_one():
@@ -258,8 +259,8 @@ def test_extrapolated_ttft_averages_only_runs_that_have_one():
     for st in one["steps"]:
         st["prefill_tokens"] = 0
     sc["runs"].append(one)
-    ex = explain_record(rec)["scenarios"][0]["extrapolated"]
-    alone = explain_record(hand_record() | {"config": rec["config"]})["scenarios"][0]["extrapolated"]
+    ex = explain_record(rec).to_dict()["scenarios"][0]["extrapolated"]
+    alone = explain_record(hand_record() | {"config": rec["config"]}).to_dict()["scenarios"][0]["extrapolated"]
     assert ex["ttft_s"] == pytest.approx(alone["ttft_s"])
 
 
@@ -284,31 +285,31 @@ def test_moe_steps_are_priced_on_the_coverage_they_measured():
     """A step whose 8 tokens touched 3 experts per layer is explained against 3 experts' bytes: at 1.5x that
     floor it is explained, with no escape flag; at 0.5x it ran faster than physics and is not."""
     few = {"distinct": [3, 3], "max_load": [6, 6], "routed_tokens": 8}
-    s = explain_record(_mixtral_step_record(few, 1.5))["scenarios"][0]
+    s = explain_record(_mixtral_step_record(few, 1.5)).to_dict()["scenarios"][0]
     assert s["explained"] and not any(f["kind"] == "routing_concentrated" for f in s["flags"])
     cov = s["experts"]["decode"]
     assert cov["measured"] == 3 and cov["expected"] == pytest.approx(8 * (1 - (6 / 8) ** 8))
     assert cov["top_k_minimum"] == 2 and cov["max_load"] == 6
     low = next(f for f in s["flags"] if f["kind"] == "low_expert_coverage")
     assert "3.00 of 8" in low["message"] and "--routing trained-like" in low["message"]
-    assert not explain_record(_mixtral_step_record(few, 0.5))["scenarios"][0]["explained"]
+    assert not explain_record(_mixtral_step_record(few, 0.5)).to_dict()["scenarios"][0]["explained"]
 
 
 def test_energy_per_token_is_reported():
-    from llmprobe.profiling import Scenario, summarize_scenario
+    from llmprobe.records import Run, ScenarioResult
     rec = hand_record()
     sc = rec["scenarios"][0]
     run = sc["runs"][0]
     run["energy_j"] = 6.0                                        # 3 output tokens: 2 J each
-    summary = summarize_scenario(Scenario(1, 4, 3), [], [dict(run)], None)
-    assert summary["summary"]["joules_per_token"]["median"] == pytest.approx(2.0)
-    sc["summary"]["joules_per_token"] = summary["summary"]["joules_per_token"]
+    summary = ScenarioResult.of(1, 4, 3, [Run.from_dict(run, "run")], []).summary
+    assert summary["joules_per_token"].median == pytest.approx(2.0)
+    sc["summary"]["joules_per_token"] = summary["joules_per_token"].to_dict()
     rec["provenance"]["device"]["power_limit_w"] = 700.0
-    en = explain_record(rec)["scenarios"][0]["energy"]
+    en = explain_record(rec).to_dict()["scenarios"][0]["energy"]
     assert en["joules_per_output_token"] == pytest.approx(2.0) and en["power_limit_w"] == 700.0 and en["gpus"] == 1
     del run["energy_j"], sc["summary"]["joules_per_token"]
-    assert "energy" not in explain_record(rec)["scenarios"][0]
-    assert "joules_per_token" not in summarize_scenario(Scenario(1, 4, 3), [], [dict(run)], None)["summary"]
+    assert "energy" not in explain_record(rec).to_dict()["scenarios"][0]
+    assert "joules_per_token" not in ScenarioResult.of(1, 4, 3, [Run.from_dict(run, "run")], []).summary
 
 
 def test_metered_run_carries_its_energy():
@@ -321,8 +322,8 @@ def test_metered_run_carries_its_energy():
 
         def read_mj(self):
             return next(self.readings)
-    run = _metered(Counter([1_000, 4_500]), lambda: {"wall_s": 1.0, "steps": [], "requests": []})
-    assert run["energy_j"] == pytest.approx(3.5)
-    assert Run.from_dict(run, "run").to_dict()["energy_j"] == pytest.approx(3.5)
-    assert "energy_j" not in _metered(None, lambda: {"wall_s": 1.0, "steps": [], "requests": []})
-    assert "energy_j" not in _metered(Counter([None, 5]), lambda: {"wall_s": 1.0, "steps": [], "requests": []})
+    run = _metered(Counter([1_000, 4_500]), lambda: Run(wall_s=1.0, steps=[], requests=[]))
+    assert run.energy_j == pytest.approx(3.5)
+    assert Run.from_dict(run.to_dict(), "run").energy_j == pytest.approx(3.5)
+    assert "energy_j" not in _metered(None, lambda: Run(wall_s=1.0, steps=[], requests=[])).to_dict()
+    assert "energy_j" not in _metered(Counter([None, 5]), lambda: Run(wall_s=1.0, steps=[], requests=[])).to_dict()

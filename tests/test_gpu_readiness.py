@@ -117,7 +117,7 @@ def test_hf_engine_records_the_experts_kernel_per_phase():
     eng = HfEngine(EngineOptions(model=resolve_model("tiny-mixtral"), device="cpu"))
     try:
         out = eng.run([[1, 2, 3, 4]], gen_len=3)
-        assert len(out["steps"]) == 3
+        assert len(out.steps) == 3
         impl = eng.describe()["args"]["experts_implementation"]
         assert impl["prefill"] and impl["decode"] and "configured" in impl
     finally:
@@ -141,5 +141,5 @@ def test_a_busy_neighbour_is_detected():
         r = load.result()
     finally:
         os.kill(pid, signal.SIGKILL)
-    assert r["busy"] and r["other_cores"] > 0.5, r
-    assert "other processes used" in r["reasons"][0]
+    assert r.busy and r.other_cores > 0.5, r
+    assert "other processes used" in r.reasons[0]

@@ -146,7 +146,7 @@ def test_a_prediction_is_never_faster_than_its_floor():
     assert set(p["clamped_to_bound"]) >= {"ttft_s", "tpot_s", "tps"}
     from llmprobe.costs import Floors
     from llmprobe.memory import card_of
-    from llmprobe.roofline import scenario
+    from llmprobe.bounds import scenario
     b = scenario(Floors.of(cal.model, cal.ceilings), card_of(cal.ceilings), 8, 64, 16, advise=False)
     assert p["tpot_s"] >= b.tpot_floor_s and p["ttft_s"] >= b.ttft_floor_s and p["tps"] <= b.tps_ceiling
     assert p["interval"]["tps"][1] <= b.tps_ceiling and any("clamped" in a for a in p["assumptions"])

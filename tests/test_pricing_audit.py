@@ -10,7 +10,7 @@ from llmprobe.errors import UserError
 from llmprobe.hardware import resolve_gpu
 from llmprobe.models import resolve_model
 from llmprobe.pricing import load_prices, price_for, tps_per_dollar_hour, usd_per_million_tokens, workload_cost_usd
-from llmprobe.roofline import bound
+from llmprobe.bounds import bound
 
 ROOT = Path(__file__).resolve().parents[1]
 

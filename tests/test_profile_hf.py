@@ -17,17 +17,17 @@ pytest.importorskip("transformers")
 def test_hf_record(model, tmp_path):
     rec = profile(model, [Scenario(1, 16, 5), Scenario(3, 16, 4)], backend="hf", runs=2, warmup=1)
     check_record(rec, tmp_path)
-    assert rec["engine"]["backend"] == "hf"
+    assert rec.engine["backend"] == "hf"
     # transformers' static-cache generate: one prefill forward, then gen_len - 1 decode forwards
-    for sc in rec["scenarios"]:
-        assert [s["prefill_tokens"] > 0 for s in sc["runs"][0]["steps"]] == [True] + [False] * (sc["gen_len"] - 1)
+    for sc in rec.scenarios:
+        assert [s.phase for s in sc.runs[0].steps] == ["prefill"] + ["decode"] * (sc.gen_len - 1)
 
 
 def test_hf_layers_are_reported(tmp_path):
     rec = profile("small-llama", [Scenario(1, 8, 3)], backend="hf", runs=1, warmup=0, layers=2,
                   out=str(tmp_path / "r.json"))
-    assert rec["config"]["layers"] == 2 and rec["config"]["full_layers"] == 8
-    assert rec["config"]["layers_note"] == "2 of 8 layers" and rec["model"]["num_layers"] == 2
+    assert rec.config["layers"] == 2 and rec.config["full_layers"] == 8
+    assert rec.config["layers_note"] == "2 of 8 layers" and rec.model["num_layers"] == 2
 
 
 def test_hf_cli_json(tmp_path):

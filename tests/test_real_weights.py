@@ -55,7 +55,7 @@ def test_real_weights_generate_what_the_checkpoint_generates(checkpoint, backend
     opts = EngineOptions(model=resolve_model(str(checkpoint)), model_path=str(checkpoint), weights="real",
                          dtype=dtype, enforce_eager=True, max_model_len=32, device="cpu")
     with create_engine(backend, opts) as eng:
-        got = [r["output_ids"] for r in eng.run(prompts, 6)["requests"]]
+        got = [r.output_ids for r in eng.run(prompts, 6).requests]
     assert got == ref
 
 

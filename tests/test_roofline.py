@@ -10,7 +10,7 @@ from llmprobe.hardware import Ceilings, gpu_catalog, resolve_gpu
 from llmprobe.models import catalog_names, expected_experts_touched, load_catalog_model, resolve_model
 from llmprobe.costs import Floors, RankCosts, decode_cost, decode_sum, prefill_cost, step_cost
 from llmprobe.memory import memory_required
-from llmprobe.roofline import Grid, bound, sweep
+from llmprobe.bounds import Grid, bound, sweep
 
 H100 = resolve_gpu("h100-sxm").ceilings()
 REAL_MODELS = [n for n in catalog_names() if not n.startswith(("tiny", "small"))]

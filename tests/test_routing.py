@@ -146,7 +146,7 @@ def test_measured_coverage_prices_the_expert_bytes():
 
 
 def _decode_layers(rec, scenario):
-    return [st["experts"] for run in rec["scenarios"][scenario]["runs"] for st in run["steps"] if st["decode_tokens"]]
+    return [st.experts for run in rec.scenarios[scenario].runs for st in run.steps if st.phase == "decode"]
 
 
 @pytest.mark.vllm
@@ -161,18 +161,18 @@ def test_vllm_trained_like_routing_reaches_the_expected_coverage(tmp_path):
     from llmprobe.profiling import Scenario, profile
     rec = profile("tiny-mixtral", [Scenario(1, 32, 24), Scenario(8, 32, 24), Scenario(32, 32, 24)], backend="vllm",
                   runs=1, warmup=0, out=str(tmp_path / "r.json"), engine_options={"temperature": 1.0})
-    assert rec["config"]["routing"] == "trained-like" and rec["engine"]["execution"]["compilation_level"] != "NONE"
-    for sc in rec["scenarios"]:
-        for st in sc["runs"][0]["steps"]:
-            assert st["experts"]["routed_tokens"] == st["prefill_tokens"] + st["decode_tokens"]
-            assert len(st["experts"]["distinct"]) == 2
-    ex = explain_record(rec)
+    assert rec.config["routing"] == "trained-like" and rec.engine["execution"]["compilation_level"] != "NONE"
+    for sc in rec.scenarios:
+        for st in sc.runs[0].steps:
+            assert st.experts.routed_tokens == st.tokens
+            assert len(st.experts.distinct) == 2
+    ex = explain_record(rec).to_dict()
     for s, batch in zip(ex["scenarios"], (1, 8, 32)):
         cov = s["experts"]["decode"]
         assert cov["expected"] == pytest.approx(expected_experts_touched(8, 2, batch))
         assert cov["measured"] == pytest.approx(cov["expected"], rel=0.10), (batch, cov)
         assert s["explained"] and not any(f["kind"] in ("faster_than_floor", "low_expert_coverage") for f in s["flags"])
-    layers_differ = [e["distinct"][0] != e["distinct"][1] or e["max_load"][0] != e["max_load"][1]
+    layers_differ = [e.distinct[0] != e.distinct[1] or e.max_load[0] != e.max_load[1]
                      for e in _decode_layers(rec, 1)]
     assert any(layers_differ)   # each layer has its own router
 
@@ -186,9 +186,9 @@ def test_vllm_as_loaded_routers_route_every_layer_alike():
     from llmprobe.profiling import Scenario, profile
     rec = profile("tiny-mixtral", [Scenario(8, 32, 16)], backend="vllm", runs=1, warmup=0, measure_ceilings=False,
                   engine_options={"routing": "as-loaded", "temperature": 1.0, "enforce_eager": True})
-    assert rec["config"]["routing"] == "as-loaded"
+    assert rec.config["routing"] == "as-loaded"
     loads = _decode_layers(rec, 0)
-    assert loads and all(e["distinct"][0] == e["distinct"][1] and e["max_load"][0] == e["max_load"][1] for e in loads)
+    assert loads and all(e.distinct[0] == e.distinct[1] and e.max_load[0] == e.max_load[1] for e in loads)
 
 
 @pytest.mark.slow
@@ -196,9 +196,9 @@ def test_hf_counts_and_sets_routing():
     pytest.importorskip("transformers")
     from llmprobe.profiling import Scenario, profile
     rec = profile("tiny-mixtral", [Scenario(8, 16, 6)], backend="hf", runs=1, warmup=0, measure_ceilings=False)
-    assert rec["config"]["routing"] == "trained-like"
-    for st in rec["scenarios"][0]["runs"][0]["steps"]:
-        assert st["experts"]["routed_tokens"] == st["prefill_tokens"] + st["decode_tokens"]
+    assert rec.config["routing"] == "trained-like"
+    for st in rec.scenarios[0].runs[0].steps:
+        assert st.experts.routed_tokens == st.tokens
 
 
 @pytest.mark.parametrize("opts,needle", [({"routing": "trained-like", "weights": "real"}, "never touched"),

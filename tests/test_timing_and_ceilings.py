@@ -1,12 +1,13 @@
 import json
 import math
+import statistics
 import subprocess
 import sys
 import time
 
 import pytest
 
-from llmprobe.timing import HostClock, bench, relative_spread, summarize
+from llmprobe.timing import MAX_CALLS_PER_SAMPLE, SAMPLES_KEPT, HostClock, Timing, bench, relative_spread, summarize
 
 
 def test_summarize_names_every_statistic():
@@ -50,6 +51,164 @@ def test_bench_times_each_call_and_flushes_outside():
     assert timed[:3] == ["rand", "flush", "fn"]
 
 
+class StepClock(FakeClock):
+    """A fake clock that can also 'capture' a graph: its replay runs the captured calls, and it counts them."""
+    graphs = True
+
+    def __init__(self):
+        super().__init__()
+        self.captured, self.replays = [], 0
+
+    def capture(self, fn, calls):
+        self.captured.append(calls)
+
+        def replay():
+            self.replays += 1
+            for _ in range(calls):
+                fn()
+        return replay
+
+
+def _short_call(clock, seconds=5e-6):
+    def fn():
+        clock.t += seconds
+    return fn
+
+
+def test_microsecond_calls_are_timed_from_a_graph_where_the_clock_can_capture():
+    clock = StepClock()
+    flushes = []
+    t = bench(_short_call(clock), clock, warmup_s=0.001, rep_s=0.02, flush=lambda: flushes.append(clock.t))
+    # a 5 us call: 200 per sample (1 ms), from one graph replayed once per sample after an untimed upload
+    assert (t.mode, t.calls_per_sample, clock.captured) == ("cuda_graph", 200, [200])
+    assert clock.replays == len(t.samples_s) + 1 and len(flushes) == len(t.samples_s) >= 5
+    assert all(x == pytest.approx(5e-6) for x in t.samples_s)      # the replay over its calls, per call
+
+
+def test_microsecond_calls_without_a_graph_are_timed_back_to_back():
+    for clock, graph in ((FakeClock(), None), (StepClock(), False)):
+        rand = []
+        t = bench(_short_call(clock), clock, warmup_s=0.001, rep_s=0.02, rerandomize=lambda: rand.append(1), graph=graph)
+        assert (t.mode, t.calls_per_sample) == ("batch", 200) and len(rand) == len(t.samples_s)
+        assert all(x == pytest.approx(5e-6) for x in t.samples_s)
+        assert getattr(clock, "captured", []) == []
+    # a call shorter than the timer's floor is bounded: at most MAX_CALLS_PER_SAMPLE per sample
+    clock = FakeClock()
+    assert bench(_short_call(clock, 1e-9), clock, warmup_s=1e-5, rep_s=0.001).calls_per_sample == MAX_CALLS_PER_SAMPLE
+
+
+def test_graph_mode_is_asked_for_by_argument_and_only_on_a_clock_that_captures():
+    clock = StepClock()
+    t = bench(_short_call(clock, 2e-3), clock, warmup_s=0.01, rep_s=0.02, graph=True)
+    assert (t.mode, t.calls_per_sample, clock.captured) == ("cuda_graph", 1, [1])   # a long call, captured alone
+    t = bench(_short_call(clock, 2e-3), clock, warmup_s=0.01, rep_s=0.02)
+    assert (t.mode, t.calls_per_sample) == ("per_call", 1)                           # long calls: one event pair each
+    with pytest.raises(ValueError, match="CUDA clock"):
+        bench(lambda: None, HostClock(), graph=True)
+
+
+def test_ranks_agree_on_the_call_count():
+    """A collective's ranks must make the same number of calls: the agreed estimate sets every count."""
+    clock = FakeClock()
+    seen = []
+
+    def slowest(est):
+        seen.append(est)
+        return 4e-3                      # another rank took 4 ms a call
+    t = bench(_short_call(clock, 2e-3), clock, warmup_s=0.02, rep_s=0.04, agree=slowest)
+    assert seen == [pytest.approx(2e-3)] and (t.warmup_calls, len(t.samples_s)) == (5, 10)
+
+
+def test_a_timing_keeps_named_statistics_and_a_bounded_rounded_sample():
+    samples = [1e-3 + i * 1.234567e-7 for i in range(1000)]
+    d = Timing(samples_s=samples, warmup_calls=3, calls_per_sample=4, mode="batch").to_dict()
+    assert {"n", "median_s", "mean_s", "min_s", "max_s", "stdev_s", "p90_s", "p99_s", "median_ci",
+            "relative_spread"} <= d.keys()
+    assert d["n"] == 1000 and d["min_s"] == samples[0] and d["median_s"] == pytest.approx(statistics.median(samples))
+    assert len(d["samples_s"]) <= SAMPLES_KEPT and d["samples_stride"] == 16     # every 16th, in time order
+    assert d["samples_s"][1] == pytest.approx(samples[16], rel=1e-4) and d["samples_s"][1] == float(f"{samples[16]:.4g}")
+    assert (d["calls_per_sample"], d["mode"], d["warmup_calls"]) == (4, "batch", 3)
+    short = Timing(samples_s=[2e-3, 1e-3], warmup_calls=0).to_dict()
+    assert short["samples_s"] == [2e-3, 1e-3] and short["samples_stride"] == 1
+
+
+def test_sweep_points_name_their_rates_and_the_method_takes_the_best_median():
+    from llmprobe.microbench.result import from_sweep, sweep_point
+    slow = sweep_point({"bytes_per_array": 1 << 20, "counts": True}, 2e6, "bandwidth", Timing([2e-3, 1e-3, 4e-3], 1))
+    fast = sweep_point({"bytes_per_array": 1 << 10, "counts": False}, 2e6, "bandwidth", Timing([1e-4], 1))
+    assert slow["bytes"] == 2e6 and slow["bytes_per_s_median"] == pytest.approx(1e9)
+    assert slow["bytes_per_s_max"] == pytest.approx(2e9) and slow["samples_s"] == [2e-3, 1e-3, 4e-3]
+    r = from_sweep("torch.copy_", "bandwidth", "fp32", [slow, fast], ("bytes_per_array",), eligible=lambda p: p["counts"])
+    assert r.valid and r.value == slow["bytes_per_s_median"] and r.best_params == {"bytes_per_array": 1 << 20}
+    assert r.sweep == [slow, fast]
+    flops = sweep_point({"shape": [2, 2, 2]}, 16, "flops", Timing([1e-6], 1))
+    assert flops["flops_per_s_median"] == pytest.approx(1.6e7) and "bytes_per_s_median" not in flops
+
+
+def test_one_matmul_sweep_validates_first_rerandomizes_and_leaves_out_what_the_card_cannot_hold():
+    """The helper torch.matmul, torch._scaled_mm (fp8) and triton.dot share, run here on CPU tensors."""
+    torch = pytest.importorskip("torch")
+    from llmprobe.microbench import gpu
+    suite = object.__new__(gpu.Suite)       # its sweep logic only: no CUDA device behind it
+    suite.budget_s = {"flops": 5.0}
+    suite.l2 = 2 * (64 * 16 + 16 * 32 + 64 * 32) * 4    # the operands fit it: 4 copies outgrow twice of it
+    timed, outs, ran = [], [], []
+
+    def time_(call, rerandomize=None, graph=None):
+        timed.append(rerandomize)
+        return bench(call, HostClock(), warmup_s=0.001, rep_s=0.005, rerandomize=rerandomize)
+    suite.time = time_
+
+    class TooBig(Exception):
+        pass
+
+    def make(p):
+        m, n, k = p["shape"]
+        a, b, out = torch.randn(m, k), torch.randn(k, n), torch.zeros(m, n)
+        copy = len(outs)
+        outs.append(out)
+
+        def call():
+            if p["tile"] == "big":
+                raise TooBig("out of shared memory")
+            ran.append(copy)
+            torch.matmul(a, b, out=out)
+        return call, a, b, out
+    points = [{"shape": [64, 32, 16], "tile": t} for t in ("big", "small")]
+    r = suite.sweep_products("x.mm", "fp32", points, make, skip=(TooBig,))
+    assert r.valid and r.best_params == {"shape": [64, 32, 16], "tile": "small"}
+    assert r.sweep[0]["error"] == "out of shared memory" and r.value == r.sweep[1]["flops_per_s_median"]
+    assert r.sweep[1]["flops"] == 2 * 64 * 32 * 16 and r.sweep[1]["samples_s"] and r.sweep[1]["operand_copies"] == 4
+    # the timed calls take the copies in turn, and every output is re-randomized (never timed on zeros)
+    rotated = outs[1:]
+    assert len(rotated) == 4 and len(timed) == 1 and set(ran) == {1, 2, 3, 4}
+    for o in rotated:
+        o.zero_()
+    timed[0]()
+    assert all(bool((o != 0).any()) for o in rotated)
+    timed.clear()
+
+    def wrong(p):
+        _, a, b, out = make(p)
+        return (lambda: out.fill_(1.0)), a, b, out
+    r = suite.sweep_products("x.mm", "fp32", points[1:], wrong)
+    assert not r.valid and "relative error" in r.error and "64x32x16 tile=small" in r.error and timed == []
+    assert not suite.sweep_products("x.mm", "fp32", points[:1], make, skip=(TooBig,)).valid
+
+
+def test_saved_ceilings_of_another_methodology_are_measured_again(tmp_path, monkeypatch):
+    from llmprobe.microbench import store
+    from llmprobe.records import CEILINGS_METHODOLOGIES, CEILINGS_METHODOLOGY
+    assert CEILINGS_METHODOLOGY == "ceilings-3" and list(CEILINGS_METHODOLOGIES)[-1] == CEILINGS_METHODOLOGY
+    monkeypatch.setenv("LLMPROBE_CACHE_DIR", str(tmp_path))
+    fp = {"kind": "cpu", "name": "test cpu", "logical_cores": 2}
+    store.save({"fingerprint": fp, "methodology": "ceilings-2"})
+    assert store.load_for_device(fp) is None                       # at today's path, but of the old method
+    key = store.device_key(fp)
+    monkeypatch.setattr(store, "CEILINGS_METHODOLOGY", "ceilings-2")
+    assert store.device_key(fp) != key                              # and an old one was saved under another key
+
+
 def test_bench_on_real_host_clock():
     t = bench(lambda: time.sleep(0.001), warmup_s=0.005, rep_s=0.02)
     assert 0.0009 < t.median_s < 0.05 and t.stats["n"] >= 5
@@ -66,16 +225,23 @@ def test_cpu_ceilings_are_positive_and_physical(tmp_path, monkeypatch):
     m = doc["measured"]
     assert m["device"] == "cpu"
     assert 1e9 < m["bandwidth_bytes_per_s"] < 1e12          # DRAM: more than 1 GB/s, less than 1 TB/s
-    assert 1e8 < m["flops"]["fp32"] < 1e14
+    assert 1e8 < m["flops_per_s"]["fp32"] < 1e14 and m["methodology"] == "ceilings-3"
     assert {"name", "kind", "dtype", "value", "valid"} <= set(m["methods"][0])
     assert all(x["valid"] for x in m["methods"])
+    # every sweep point keeps its raw samples and named statistics; stream bytes are the traffic table's
+    from llmprobe.kernels.traffic import STREAM
+    for x in m["methods"]:
+        assert all(p["samples_s"] and 0 < p["min_s"] <= p["median_s"] <= p["max_s"] for p in x["sweep"]), x["name"]
+    copy = next(x for x in m["methods"] if x["name"] == "torch.copy_")
+    assert all(p["bytes"] == STREAM["copy"].bytes(p["bytes_per_array"] // 4) for p in copy["sweep"])
+    assert len(r.stdout) < 200_000                                   # samples capped and rounded
     assert doc["gpu"]["kind"] == "measured" and doc["gpu"]["hbm_bytes_per_s"] == m["bandwidth_bytes_per_s"]
     assert doc["scenarios"] and all(math.isfinite(s["tps_ceiling"]) for s in doc["scenarios"])
     # the bf16 ceiling is the best layout, within 20% of F.linear (x @ W^T, what every linear layer
     # runs) timed here independently on an LLM-like shape
     mm = next(x for x in m["methods"] if x["name"] == "torch.matmul" and x["dtype"] == "bf16")
     assert {p["layout"] for p in mm["sweep"]} >= {"nt"} and mm["best_params"]["layout"] in ("nt", "nn")
-    assert m["flops"]["bf16"] >= 0.8 * _linear_bf16_rate()
+    assert m["flops_per_s"]["bf16"] >= 0.8 * _linear_bf16_rate()
     # saved and reused: a second call measures nothing and returns the same figures
     t0 = time.perf_counter()
     r2 = subprocess.run([sys.executable, "-m", "llmprobe", "roofline", "--json"], capture_output=True, text=True,
@@ -112,9 +278,12 @@ def test_gpu_measurement_meets_basic_sanity(tmp_path, monkeypatch):
     monkeypatch.setenv("LLMPROBE_CACHE_DIR", str(tmp_path))
     from llmprobe.microbench import measure
     m = measure("quick")
-    assert m.device == "cuda" and m.bandwidth_bytes_per_s > 1e11 and m.flops.get("bf16", 0) > 1e13
+    assert m.device == "cuda" and m.bandwidth_bytes_per_s > 1e11 and m.flops_per_s.get("bf16", 0) > 1e13
     failed = [r.name for r in m.methods if not r.valid and "not installed" not in (r.error or "")]
     assert not failed, failed
+    # raw samples and named statistics on every point, fp8 included (its output re-randomized like bf16's)
+    for r in m.methods:
+        assert all(p["samples_s"] and p["median_s"] > 0 for p in r.sweep if "error" not in p), r.name
 
 
 def _measurement(methods, device="cuda", name="NVIDIA H100 80GB HBM3"):
@@ -171,7 +340,7 @@ def test_floors_use_the_best_read_kernel_not_the_best_stream():
 def test_the_h100_llama_slice_is_explained_on_the_read_kernel_and_says_which_ceiling():
     from llmprobe.explain import explain_record
     from llmprobe.records import load_run_record
-    ex = explain_record(load_run_record("docs/measurements/h100-sxm-2026-11-27/vllm/profile-llama-2-70b.json"))
+    ex = explain_record(load_run_record("docs/measurements/h100-sxm-2026-11-27/vllm/profile-llama-2-70b.json")).to_dict()
     b1 = next(s for s in ex["scenarios"] if s["batch"] == 1)
     assert (b1["bandwidth_method"], b1["ceilings_mode"]) == ("triton.read", "quick")
     assert 0.86 < b1["tpot"]["efficiency"] < 0.90          # 83% against the write kernel before (issue 26)

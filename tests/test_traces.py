@@ -114,14 +114,15 @@ def test_a_gpu_trace_without_device_events_is_refused_not_read_as_cpu(tmp_path):
 def test_decode_steps_that_replay_different_graph_kernel_counts_are_refused(tmp_path):
     from llmprobe.engines.base import TraceSpec
     from llmprobe.errors import UserError
-    from llmprobe.traces import trace_scenario
+    from llmprobe.profiling import trace_scenario
+    from llmprobe.records import Run, Step
     path = _write(tmp_path, _graph_step(0, 7, 3) + _graph_step(100, 8, 2))
-    rec = [{"index": k, "prefill_tokens": 0, "decode_tokens": 8, "seqs": [["r", 1, 20 + k, "d"]] * 8,
-            "host_ms": 1.0, "device_ms": 1.0} for k in range(2)]
-    measured = [{"steps": rec}]
+    rec = [Step.measured(k, [["r", 1, 20 + k, "d"]] * 8, t_start_s=0.0, t_end_s=0.001, host_ms=1.0, device_ms=1.0)
+           for k in range(2)]
+    measured = [Run(wall_s=1.0, steps=rec, requests=[])]
 
     def run(spec: TraceSpec):
-        return {"steps": rec, "trace_files": [str(path)]}
+        return Run(wall_s=1.0, steps=rec, requests=[], trace_files=[str(path)])
     with pytest.raises(UserError, match="replayed \\[2, 3\\] kernels"):
         trace_scenario(run, measured, 2, "vllm-gpu", str(tmp_path), "s1", device=True)
 
@@ -271,7 +272,7 @@ def test_a_tracing_failure_of_any_kind_keeps_the_measured_runs(tmp_path, monkeyp
     rec = profile("tiny-llama", [Scenario(1, 8, 3), Scenario(2, 8, 3)], backend="hf", runs=1, warmup=0, out=str(out),
                   trace_steps=1, measure_ceilings=False)
     saved = json.loads(out.read_text())
-    assert rec["status"] == saved["status"] == "complete" and len(saved["scenarios"]) == 2
+    assert rec.status == saved["status"] == "complete" and len(saved["scenarios"]) == 2
     for sc in saved["scenarios"]:
         assert sc["summary"]["tps"]["n"] == 1 and "TypeError" in sc["trace"]["error"]
 
@@ -280,17 +281,17 @@ def test_a_profiler_started_inside_a_timed_step_is_refused(tmp_path):
     """What vLLM's start_profile did: the profiler began after the first traced step's timer had started."""
     from llmprobe.engines.base import TraceSpec
     from llmprobe.errors import UserError
-    from llmprobe.traces import trace_scenario
+    from llmprobe.profiling import trace_scenario
+    from llmprobe.records import Run, Step
     path = _write(tmp_path, [_x("llmprobe::step[p=0,d=8]", "user_annotation", 0, 50), _x("aten::mm", "cpu_op", 5, 30)])
-    rec = [{"index": 0, "prefill_tokens": 0, "decode_tokens": 8, "seqs": [["r", 1, 20, "d"]] * 8, "host_ms": 1.0,
-            "device_ms": None, "t_start_s": 0.010, "t_end_s": 0.011}]
+    rec = [Step.measured(0, [["r", 1, 20, "d"]] * 8, host_ms=1.0, device_ms=None, t_start_s=0.010, t_end_s=0.011)]
 
     def run(window):
         def go(spec: TraceSpec):
-            return {"steps": rec, "trace_files": [str(path)], "trace_windows": [window]}
+            return Run(wall_s=1.0, steps=rec, requests=[], trace_files=[str(path)], trace_windows=[window])
         return go
-    outside = trace_scenario(run({"started_s": 0.009, "stopped_s": 0.012}), [{"steps": rec}], 1, "vllm-cpu",
-                             str(tmp_path), "s1")
-    assert outside["profiler_outside_steps"] is True
+    measured = [Run(wall_s=1.0, steps=rec, requests=[])]
+    outside = trace_scenario(run({"started_s": 0.009, "stopped_s": 0.012}), measured, 1, "vllm-cpu", str(tmp_path), "s1")
+    assert outside.profiler_outside_steps is True
     with pytest.raises(UserError, match="inside the traced steps"):
-        trace_scenario(run({"started_s": 0.0105, "stopped_s": 0.012}), [{"steps": rec}], 1, "vllm-cpu", str(tmp_path), "s1")
+        trace_scenario(run({"started_s": 0.0105, "stopped_s": 0.012}), measured, 1, "vllm-cpu", str(tmp_path), "s1")

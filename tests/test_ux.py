@@ -43,7 +43,7 @@ def test_an_efficiency_above_one_is_refused_for_predictions_and_not_shown_as_a_r
     rec = hand_record(scale=0.25)                      # every step at half its floor: TPS above the ceiling
     path = tmp_path / "fast.json"
     path.write_text(json.dumps(rec))
-    ex = explain_record(rec)["scenarios"][0]
+    ex = explain_record(rec).to_dict()["scenarios"][0]
     assert ex["tps"]["efficiency"] > 1
     r = run("compare", str(path), "--predict", "--model", "mixtral", "--gpus", "h100-sxm")
     assert r.returncode == 2 and "is not explained" in r.stderr and len(r.stderr.strip().splitlines()) == 1
@@ -56,8 +56,9 @@ def test_an_efficiency_above_one_is_refused_for_predictions_and_not_shown_as_a_r
 def test_progress_goes_to_stderr_under_json(tmp_path):
     from llmprobe.microbench import current_device, store
     from llmprobe.microbench.result import Measurement, MethodResult
+    from llmprobe.records import CEILINGS_METHODOLOGY
     fp = current_device()
-    m = Measurement(device="cpu", fingerprint=fp, mode="quick", methodology="ceilings-2",
+    m = Measurement(device="cpu", fingerprint=fp, mode="quick", methodology=CEILINGS_METHODOLOGY,
                     provenance={"created_utc": "2026-11-27T00:00:00+00:00"},
                     warnings=["no CUDA GPU: these are CPU ceilings"], methods=[
                         MethodResult("torch.copy_", "bandwidth", "fp32", 2e10, True),
@@ -79,7 +80,7 @@ def test_a_chart_of_nothing_explained_says_why(tmp_path):
     import matplotlib.image as mpimg
     from llmprobe.plots import breakdown_chart
     ex = explain_record(hand_record(scale=0.25))
-    assert not ex["scenarios"][0]["breakdown"]
+    assert not ex.scenarios[0].breakdown
     path = breakdown_chart(str(tmp_path / "b.png"), ex)
     img = mpimg.imread(path)[..., :3]
     assert img.std() > 0.01                              # not an empty white frame: the reason is written on it

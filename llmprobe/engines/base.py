@@ -1,15 +1,11 @@
-"""The engine interface and the per-run result every backend returns.
+"""The engine interface: options every backend takes, and ``Engine.run``.
 
 A run submits ``batch`` token-id prompts at once and generates exactly ``gen_len`` tokens for
-each (EOS ignored). The engine returns plain dicts, so records travel between processes and
-straight into JSON:
-
-  steps:    one per forward step, in order: {"index", "t_start_s", "t_end_s", "gap_ms", "host_ms",
-            "device_ms" (None without device timers), "prefill_tokens", "decode_tokens",
-            "num_reqs", "prefill_reqs", "decode_reqs", "mixed", "seqs": [[req, new, cached, "p"|"d"]]}
-  requests: one per prompt: {"id", "prompt_len", "output_tokens", "ttft_s", "latency_s", "tpot_s",
-            "output_ids"} times from submission, on the host clock of the process that submitted;
-            output_ids are the generated token ids (greedy), so a run can be checked against a reference.
+each (EOS ignored). The engine returns a typed ``records.Run``: one ``Step`` per forward pass, in
+order (host interval, host and device time, its sequence rows), and one ``Request`` per prompt
+(times from submission on the submitting process's host clock, and the generated token ids, so a
+run can be checked against a reference). Hooks inside engine workers send plain dicts across the
+process boundary; the engine types them on arrival.
 """
 
 from __future__ import annotations
@@ -19,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..models import ModelSpec
+from ..records import Run
 
 
 @dataclass(frozen=True)
@@ -51,43 +48,14 @@ class TraceSpec:
     prefix: str
 
 
-def classify(seqs: list[list[Any]]) -> dict[str, Any]:
-    """Token and request counts of a step from its [req, new, cached, kind] rows."""
-    pre = [s for s in seqs if s[3] == "p"]
-    dec = [s for s in seqs if s[3] == "d"]
-    return {"prefill_tokens": sum(s[1] for s in pre), "decode_tokens": sum(s[1] for s in dec),
-            "num_reqs": len(seqs), "prefill_reqs": len(pre), "decode_reqs": len(dec), "mixed": bool(pre and dec)}
-
-
-def admission(steps: list[dict[str, Any]], batch: int, method: str, token_budget: int | None) -> dict[str, Any]:
-    """Did the run's first step hold every request of its batch? (Unless the scheduler's token budget
-    was what cut it: then the prompts were chunked, not raced.)"""
-    first = steps[0] if steps else None
-    reqs = first["num_reqs"] if first else 0
-    chunked = bool(first and token_budget and first["prefill_tokens"] + first["decode_tokens"] >= token_budget)
-    return {"method": method, "batch": batch, "first_step_requests": reqs, "together": reqs == batch,
-            "chunked_by_token_budget": chunked and reqs < batch}
-
-
-def request_timing(req_id: str, prompt_len: int, token_times_s: list[float]) -> dict[str, Any]:
-    """TTFT, latency and TPOT of one request from the arrival times of its tokens (s from submit)."""
-    n = len(token_times_s)
-    ttft = token_times_s[0] if n else None
-    latency = token_times_s[-1] if n else None
-    tpot = (latency - ttft) / (n - 1) if n > 1 else None
-    return {"id": req_id, "prompt_len": prompt_len, "output_tokens": n, "ttft_s": ttft, "latency_s": latency,
-            "tpot_s": tpot}
-
-
 class Engine(abc.ABC):
     name: str
     device: str  # "cuda" | "cpu"
 
     @abc.abstractmethod
-    def run(self, prompts: list[list[int]], gen_len: int, trace: TraceSpec | None = None) -> dict[str, Any]:
-        """Generate ``gen_len`` tokens for each prompt; return {"wall_s", "steps", "requests", ...}; with
-        ``trace``, under the PyTorch profiler for those steps, plus "trace_files" (the engine needs
-        ``EngineOptions.trace_dir``)."""
+    def run(self, prompts: list[list[int]], gen_len: int, trace: TraceSpec | None = None) -> Run:
+        """Generate ``gen_len`` tokens for each prompt; with ``trace``, under the PyTorch profiler for those
+        steps, the run's ``trace_files`` and ``trace_windows`` set (the engine needs ``EngineOptions.trace_dir``)."""
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:

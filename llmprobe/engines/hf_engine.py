@@ -13,7 +13,8 @@ from typing import Any
 
 from ..dtypes import torch_name
 from ..errors import MissingDependency, UserError
-from .base import Engine, EngineOptions, TraceSpec, admission, classify, request_timing
+from ..records import Admission, Request, Run, Step
+from .base import Engine, EngineOptions, TraceSpec
 from .routing import ExpertCounter, set_routing
 from .tracing import ProfilerWindow, step_scope
 
@@ -193,7 +194,7 @@ class HfEngine(Engine):
         if self._tracer is not None:
             self._tracer.after_step(len(self._steps) - 1)   # profiler stops here
 
-    def run(self, prompts: list[list[int]], gen_len: int, trace: TraceSpec | None = None) -> dict[str, Any]:
+    def run(self, prompts: list[list[int]], gen_len: int, trace: TraceSpec | None = None) -> Run:
         torch = self.torch
         if len({len(p) for p in prompts}) != 1:
             raise UserError("--backend hf batches prompts of one length only")
@@ -225,23 +226,20 @@ class HfEngine(Engine):
         steps = []
         for k, rec in enumerate(self._steps):
             ev = rec.pop("_ev")
-            steps.append({"index": k, "t_start_s": rec["_t_start"] - t0, "t_end_s": rec["_t_end"] - t0,
-                          "gap_ms": rec["gap_ms"], "host_ms": (rec["_t_end"] - rec["_t_start"]) * 1e3,
-                          "device_ms": self.clock.elapsed_s(*ev) * 1e3 if ev else None, "seqs": rec["seqs"],
-                          **classify(rec["seqs"])})
-            if loads:
-                steps[-1]["experts"] = loads[k]
+            steps.append(Step.measured(k, rec["seqs"], t_start_s=rec["_t_start"] - t0, t_end_s=rec["_t_end"] - t0,
+                                       gap_ms=rec["gap_ms"], host_ms=(rec["_t_end"] - rec["_t_start"]) * 1e3,
+                                       device_ms=self.clock.elapsed_s(*ev) * 1e3 if ev else None,
+                                       experts=loads[k] if loads else None))
         # generate() returns every row together: all requests share the step times.
-        requests = [request_timing(f"r{i}", len(p), stamps.times) for i, p in enumerate(prompts)]
+        requests = [Request.timed(f"r{i}", len(p), stamps.times) for i, p in enumerate(prompts)]
         for r, row in zip(requests, out[:, ids.shape[1]:].tolist()):
-            r["output_ids"] = row
-        result = {"wall_s": wall, "steps": steps, "requests": requests,
-                  "admission": admission(steps, len(prompts), "one generate() call", None)}
-        if trace is not None:   # its file and when the profiler was on, on the steps' clock
-            result["trace_files"] = [window["path"]] if window else []
-            result["trace_windows"] = ([{"started_s": window["started_at"] - t0, "stopped_s": window["stopped_at"] - t0}]
-                                       if window else [])
-        return result
+            r.output_ids = row
+        run = Run(wall_s=wall, steps=steps, requests=requests,
+                  admission=Admission.of(steps, len(prompts), "one generate() call", None))
+        if trace is not None and window:   # its file and when the profiler was on, on the steps' clock
+            run.trace_files = [window["path"]]
+            run.trace_windows = [{"started_s": window["started_at"] - t0, "stopped_s": window["stopped_at"] - t0}]
+        return run
 
     def close(self) -> None:
         for h in getattr(self, "_hooks", []):

@@ -19,7 +19,8 @@ import time
 from typing import Any
 
 from ..errors import MissingDependency, UserError
-from .base import Engine, EngineOptions, TraceSpec, admission, classify, request_timing
+from ..records import Admission, Request, Run, Step
+from .base import Engine, EngineOptions, TraceSpec
 from .routing import ENV_MOE, patch_vllm_loader, worker_settings
 from .vllm_hooks import merge_ranks
 
@@ -192,7 +193,7 @@ class VllmEngine(Engine):
         else:
             self._rpc("llmprobe_uninstall")
 
-    def run(self, prompts: list[list[int]], gen_len: int, trace: TraceSpec | None = None) -> dict[str, Any]:
+    def run(self, prompts: list[list[int]], gen_len: int, trace: TraceSpec | None = None) -> Run:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
@@ -235,27 +236,28 @@ class VllmEngine(Engine):
                     self._rpc("llmprobe_trace_finish")
             raise
         windows = [w for w in self._rpc("llmprobe_trace_finish") if w] if trace is not None else []
-        steps = merge_ranks(self._rpc("llmprobe_fetch"))
+        merged = merge_ranks(self._rpc("llmprobe_fetch"))
         # Engine-internal request ids carry a suffix: map them back to ours.
-        rename = {}
-        for st in steps:
-            for row in st["seqs"]:
-                rid = row[0]
-                if rid not in rename:
-                    rename[rid] = next((i for i in ids if rid == i or rid.startswith(i + "-")), rid)
-                row[0] = rename[rid]
-        for k, st in enumerate(steps):
-            st.update(classify(st["seqs"]), index=k, t_start_s=st.pop("t_start") - t0, t_end_s=st.pop("t_end") - t0)
-        requests = [request_timing(rid, len(p), times[rid]) for rid, p in zip(ids, prompts)]
+        rename: dict[str, str] = {}
+
+        def ours(rid: str) -> str:
+            if rid not in rename:
+                rename[rid] = next((i for i in ids if rid == i or rid.startswith(i + "-")), rid)
+            return rename[rid]
+        steps = []
+        for k, st in enumerate(merged):
+            seqs = [[ours(row[0]), *row[1:]] for row in st.pop("seqs")]
+            steps.append(Step.measured(k, seqs, t_start_s=st.pop("t_start") - t0, t_end_s=st.pop("t_end") - t0, **st))
+        requests = [Request.timed(rid, len(p), times[rid]) for rid, p in zip(ids, prompts)]
         for r in requests:
-            r["engine_ttft_s"] = metrics.get(r["id"])
-            r["output_ids"] = tokens[r["id"]]
-        out = {"wall_s": wall, "steps": steps, "requests": requests,
-               "admission": admission(steps, len(prompts), self.admission_method, self._token_budget())}
+            r.engine_ttft_s = metrics.get(r.id)
+            r.output_ids = tokens[r.id]
+        run = Run(wall_s=wall, steps=steps, requests=requests,
+                  admission=Admission.of(steps, len(prompts), self.admission_method, self._token_budget()))
         if trace is not None:   # per rank: its file and when its profiler was on, on the steps' clock
-            out["trace_files"] = [w["path"] for w in windows]
-            out["trace_windows"] = [{"started_s": w["started_at"] - t0, "stopped_s": w["stopped_at"] - t0} for w in windows]
-        return out
+            run.trace_files = [w["path"] for w in windows]
+            run.trace_windows = [{"started_s": w["started_at"] - t0, "stopped_s": w["stopped_at"] - t0} for w in windows]
+        return run
 
     def _token_budget(self) -> int | None:
         cfg = getattr(self.llm.llm_engine, "vllm_config", None)

@@ -7,7 +7,8 @@ import time
 from collections.abc import Callable
 
 from ..errors import MissingDependency, UserError
-from ..records import CEILINGS_METHODOLOGY, cpu_description, provenance
+from ..provenance import cpu_description, provenance
+from ..records import CEILINGS_METHODOLOGY
 from .result import Measurement, MethodResult, Stages, ceilings_from_record
 
 GPU_METHODS = ("torch", "triton", "cupy")
@@ -99,14 +100,14 @@ def measure(mode: str = "default", methods: tuple[str, ...] | None = None,
     say(f"measuring {fp.get('name')}")
     import torch
     suite = gpu.suite(mode, wanted, model_shapes)
-    steps = suite.steps()
+    planned = suite.stages()
     n_gpus = torch.cuda.device_count() if collectives else 1
-    stages = Stages([(label, budget) for label, budget, _ in steps]
+    stages = Stages([(label, budget) for label, budget, _ in planned]
                     + ([_collectives_stage(n_gpus, "nccl")] if n_gpus >= 2 else []), say)
     with sampler if sampler is not None else contextlib.nullcontext():
-        for _, _, step in steps:
+        for _, _, run_stage in planned:
             stages.next()
-            step()
+            run_stage()
     results, telemetry = suite.results, sampler.summary() if sampler is not None else None
     if telemetry and telemetry.get("throttled"):
         warnings.append(f"the card throttled during measurement: {telemetry['throttle_fraction']}")

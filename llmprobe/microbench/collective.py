@@ -1,10 +1,12 @@
 """The communication ceiling: all-reduce and all-gather time over message sizes, fitted to alpha + bytes / B.
 
 Run the way NVIDIA's nccl-tests reports it: one process per rank (torch.distributed; NCCL across
-GPUs, gloo across CPU processes), a warm-up, then a timed batch of back-to-back calls per size after
-a barrier; the time of one call is the batch over its count, the slowest rank's. Algorithm bandwidth
-is bytes / time; bus bandwidth multiplies it by the ring factor (2 (n-1)/n for all-reduce,
-(n-1)/n for all-gather), so one number compares across rank counts. alpha (latency per call) and
+GPUs, gloo across CPU processes); each size's result is checked first, then, after a barrier, timed
+through llmprobe's one timer (timing.bench: CUDA events on NCCL, the host clock on gloo) with a call
+count every rank agrees on. Calls under 100 us are timed in batches of back-to-back calls, the batch
+over its count (nccl-tests' way); each sample is the slowest rank's, a size's time the median sample.
+Algorithm bandwidth is bytes / time; bus bandwidth multiplies it by the ring factor (2 (n-1)/n for
+all-reduce, (n-1)/n for all-gather), so one number compares across rank counts. alpha (latency per call) and
 B (bus bandwidth) come from a least-squares fit of time = alpha + factor * bytes / B.
 """
 
@@ -16,7 +18,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from typing import Any
 
 from ..comm import allgather_factor, allreduce_factor
@@ -24,7 +25,7 @@ from .result import MethodResult
 
 SIZES = {"quick": [2 ** k for k in range(3, 25, 3)], "default": [2 ** k for k in range(3, 27, 2)],
          "full": [2 ** k for k in range(3, 29)]}    # bytes per rank's buffer: 8 B .. 16/64/256 MiB
-TIME_BUDGET_S = {"quick": 0.03, "default": 0.1, "full": 0.2}   # timed batch per size, about
+TIME_BUDGET_S = {"quick": 0.03, "default": 0.1, "full": 0.2}   # timed samples per size and op, about (warm-up: a third)
 
 
 def _free_port() -> int:
@@ -36,42 +37,26 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, backend: str, sizes: list[int], budget_s: float) -> list[dict[str, Any]]:
     import torch
     import torch.distributed as dist
+
+    from ..timing import CudaClock, HostClock, Timing, bench
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     cuda = backend == "nccl"
     dev = torch.device("cuda", rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(dev)
+    clock = CudaClock() if cuda else HostClock()
 
-    def sync():
-        if cuda:
-            torch.cuda.synchronize(dev)
-
-    def timed(fn, n):
-        dist.barrier()
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        sync()
-        return (time.perf_counter() - t0) / n
+    def slowest(values: list[float]) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64, device=dev)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t.tolist()
 
     rows: list[dict[str, Any]] = []
     for size in sizes:
         n_el = max(1, size // 4)
         x = torch.full((n_el,), float(rank + 1), device=dev)
         gathered = torch.empty(n_el * world, device=dev)
-        ops = {"all_reduce": lambda: dist.all_reduce(x),
-               "all_gather": lambda: dist.all_gather_into_tensor(gathered, x)}
-        for op, fn in ops.items():
-            fn()
-            est = torch.tensor([timed(fn, 3)], dtype=torch.float64, device=dev)
-            dist.all_reduce(est, op=dist.ReduceOp.MAX)   # every rank must make the same number of calls
-            n = max(3, min(2000, int(budget_s / max(est.item(), 1e-7))))
-            worst = torch.tensor([timed(fn, n)], dtype=torch.float64, device=dev)
-            dist.all_reduce(worst, op=dist.ReduceOp.MAX)   # a collective is as slow as its slowest rank
-            rows.append({"op": op, "bytes": n_el * 4, "calls": n, "time_s": worst.item()})
-        # correctness: the sum of 1..world everywhere, each rank's block in its place in the gather
-        x.fill_(float(rank + 1))
+        # checked before anything is timed: the sum of 1..world everywhere, each rank's block in its place
         dist.all_reduce(x)
         dist.all_gather_into_tensor(gathered, torch.full((n_el,), float(rank + 1), device=dev))
         ok = bool((x == world * (world + 1) / 2).all()) and all(
@@ -79,6 +64,20 @@ def _worker(rank: int, world: int, port: int, backend: str, sizes: list[int], bu
         if not ok:
             rows.append({"op": "error", "bytes": n_el * 4, "message": "wrong collective result"})
             break
+        ops = {"all_reduce": lambda: dist.all_reduce(x),
+               "all_gather": lambda: dist.all_gather_into_tensor(gathered, x)}
+        for op, fn in ops.items():
+            dist.barrier()
+            # Every rank must make the same number of calls: the slowest rank's estimate sets it. No CUDA
+            # graph: gloo has nothing to capture, and NCCL calls would have to be captured by every rank in
+            # lockstep; nccl-tests times them eagerly by default too.
+            t = bench(fn, clock, warmup_s=budget_s / 3, rep_s=budget_s, min_reps=3, graph=False,
+                      agree=lambda est: slowest([est])[0])
+            # a collective is as slow as its slowest rank: each sample, the max over ranks
+            t = Timing(samples_s=slowest(t.samples_s), warmup_calls=t.warmup_calls,
+                       calls_per_sample=t.calls_per_sample, mode=t.mode)
+            rows.append({"op": op, "bytes": n_el * 4, "calls": t.stats["n"] * t.calls_per_sample,
+                         "time_s": t.median_s, **t.to_dict()})
     dist.destroy_process_group()
     return rows
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import time
 
-from ..kernels.traffic import matmul_flops
-from ..timing import HostClock, bench, relative_spread
-from .result import MethodResult, Stages, matmul_error
+from ..kernels.traffic import STREAM, matmul_flops
+from ..timing import HostClock, Timing, bench
+from .result import MethodResult, Stages, from_sweep, matmul_error, sweep_point
 
 GIB = 1 << 30
 MAX_ARRAY = 4 * GIB
@@ -57,7 +57,7 @@ MATMUL_BUDGET_S = {"quick": 8.0, "default": 20.0, "full": 30.0}   # per dtype, e
 
 
 def _stream(name: str, mode: str, make) -> MethodResult:
-    """Time ``make(n)`` -> (call, validate, bytes per call) at each size; the ceiling counts only sizes past the LLC."""
+    """Time ``make(src)`` -> (call, error, bytes per call) at each size; the ceiling counts only sizes past the LLC."""
     import torch
     warm, rep = _BUDGET[mode]
     sizes, plateau = stream_sizes(mode)
@@ -69,36 +69,34 @@ def _stream(name: str, mode: str, make) -> MethodResult:
         if error():
             return MethodResult(name, "bandwidth", "fp32", None, False, f"{error()} at {size} B")
         t = bench(call, HostClock(), warmup_s=warm, rep_s=rep)
-        sweep.append({"bytes_per_array": size, "value": nbytes / t.median_s, "spread": relative_spread(t.stats),
-                      "counts": size >= plateau})
+        sweep.append(sweep_point({"bytes_per_array": size, "counts": size >= plateau}, nbytes, "bandwidth", t))
         del src, call
-    top = max((p for p in sweep if p["counts"]), key=lambda p: p["value"])
-    return MethodResult(name, "bandwidth", "fp32", top["value"], True, best_params={"bytes_per_array": top["bytes_per_array"]},
-                        sweep=sweep)
+    return from_sweep(name, "bandwidth", "fp32", sweep, ("bytes_per_array",), eligible=lambda p: p["counts"])
 
 
 def copy_bandwidth(mode: str) -> MethodResult:
-    """dst.copy_(src) on float32 arrays past the last-level cache: bytes = 2 * n * 4."""
+    """dst.copy_(src) on float32 arrays past the last-level cache: bytes from STREAM["copy"]."""
     import torch
 
     def make(src):
         dst = torch.empty_like(src)
         dst.copy_(src)
         return (lambda: dst.copy_(src)), (lambda: None if torch.equal(dst, src) else "copy differs from its source"), \
-            2 * src.numel() * 4
+            STREAM["copy"].bytes(src.numel(), src.element_size())
     return _stream("torch.copy_", mode, make)
 
 
 def read_bandwidth(mode: str) -> MethodResult:
-    """src.sum() over float32 arrays past the last-level cache: bytes = n * 4 (weights are read, not copied)."""
+    """src.sum() over float32 arrays past the last-level cache: bytes from STREAM["read"] (weights are read, not copied)."""
     def make(src):
         off = abs(src.sum().item() / src.double().sum().item() - 1)
-        return (lambda: src.sum()), (lambda: f"sum off by {off:.1e}" if off > 1e-3 else None), src.numel() * 4
+        return (lambda: src.sum()), (lambda: f"sum off by {off:.1e}" if off > 1e-3 else None), \
+            STREAM["read"].bytes(src.numel(), src.element_size())
     return _stream("torch.sum", mode, make)
 
 
 def matmul_ceiling(mode: str, dtype: str) -> MethodResult:
-    """torch matmul over shapes and layouts: FLOPs = 2 m n k; validated against float64.
+    """torch matmul over shapes and layouts: FLOPs = 2 m n k; validated against an fp32 product before timing.
 
     The ceiling is the best (shape, layout). Layouts differ by up to 50x on some CPUs (bf16 a @ b on
     an AVX2-only EPYC: 0.7 GFLOP/s; x @ W^T: 34), so a point predicted to outrun what is left of the
@@ -130,16 +128,14 @@ def matmul_ceiling(mode: str, dtype: str) -> MethodResult:
             bad = matmul_error(out, a, w.t() if lay == "nt" else w, dtype, rows=64)
             if bad:
                 return MethodResult("torch.matmul", "flops", dtype, None, False, f"{bad} at {m}x{n}x{k} {lay}")
-            if 10 * first > budget - (time.perf_counter() - t0):
-                sweep.append({"shape": [m, n, k], "layout": lay, "value": flops / first, "calls": 1})
-                continue
-            t = bench(call, HostClock(), warmup_s=warm, rep_s=rep, min_reps=3)
-            s_per_flop[lay] = t.median_s / flops
-            sweep.append({"shape": [m, n, k], "layout": lay, "value": flops / t.median_s, "spread": relative_spread(t.stats)})
-    top = max(sweep, key=lambda p: p["value"])
+            if 10 * first > budget - (time.perf_counter() - t0):   # the first call is its one sample
+                t = Timing(samples_s=[first], warmup_calls=0)
+            else:
+                t = bench(call, HostClock(), warmup_s=warm, rep_s=rep, min_reps=3)
+                s_per_flop[lay] = t.median_s / flops
+            sweep.append(sweep_point({"shape": [m, n, k], "layout": lay}, flops, "flops", t))
     note = (f"skipped by its {budget:.0f} s budget (predicted too slow): {', '.join(skipped)}" if skipped else None)
-    return MethodResult("torch.matmul", "flops", dtype, top["value"], True,
-                        best_params={"shape": top["shape"], "layout": top["layout"]}, sweep=sweep, note=note)
+    return from_sweep("torch.matmul", "flops", dtype, sweep, ("shape", "layout"), note=note)
 
 
 STREAM_BUDGET_S = {"quick": 3.0, "default": 6.0, "full": 20.0}   # about, per bandwidth method (sizes x repeats)

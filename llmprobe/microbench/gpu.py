@@ -7,21 +7,24 @@ contributes no figure):
   flops      torch.matmul bf16/fp16 best over shapes and layouts (NN: a @ b; NT: x @ W^T, what
              nn.Linear runs), torch._scaled_mm fp8 (sm_89+, with and without fast accumulation),
              triton.dot bf16, cupy.fma_chain_fp32 (CUDA cores)
-Streams run on float32 arrays well past L2; the L2 is flushed (untimed) before every call by
+Streams run on float32 arrays well past L2; the L2 is flushed (untimed) before every timed sample by
 reading a buffer twice its size (a read leaves no dirty lines for the timed call to write back);
-matmul outputs are re-randomized between calls so the card does real work. Every method has a
-time budget: a sweep that would outrun it stops early and says so in its note.
+matmul outputs (fp8's included) are re-randomized between samples so the card does real work.
+Microsecond calls (a model's small GEMMs) are timed from CUDA graphs (timing.bench). Every method
+has a time budget: a sweep that would outrun it stops early and says so in its note.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ..errors import MissingDependency
 from ..kernels.traffic import STREAM, matmul_flops
-from ..timing import CudaClock, bench, relative_spread
-from .result import MethodResult, matmul_error
+from ..timing import CudaClock, Timing, bench
+from .result import MethodResult, from_sweep, matmul_error, sweep_point
 
 GIB = 1 << 30
 STREAM_BYTES = {"quick": [512 << 20], "default": [256 << 20, GIB], "full": None}  # full: a sweep from 4x L2
@@ -42,6 +45,9 @@ TRITON_DOT_CONFIGS = (  # tile shapes tried for triton.dot; the best is kept (al
     {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4},
     {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3},
 )
+# Operands under 1/128 of the L2 (about 0.4 MB on an H100) give a call bound by its launch latency,
+# wherever they are read from: no more copies than that are made
+MAX_OPERAND_COPIES = 256
 BUDGET = {"quick": (0.05, 0.15, 0.5), "default": (0.1, 0.3, 2.0), "full": (0.1, 0.3, 2.0)}  # warm-up, rep, card warm-up s
 # Seconds one method may spend on its sweep (per stream kernel; per matmul dtype); the acceptance
 # run's whole --full measurement is sized from these (docs/methodology.md).
@@ -70,8 +76,9 @@ class Suite:
         # A read of twice the L2 evicts the timed data without dirtying lines (untimed).
         self.torch.sum(self.flush_buf, dim=0, out=self.flush_out)
 
-    def time(self, fn, rerandomize=None):
-        return bench(fn, self.clock, warmup_s=self.warm_s, rep_s=self.rep_s, flush=self.flush, rerandomize=rerandomize)
+    def time(self, fn, rerandomize=None, graph: bool | None = None) -> Timing:
+        return bench(fn, self.clock, warmup_s=self.warm_s, rep_s=self.rep_s, flush=self.flush, rerandomize=rerandomize,
+                     graph=graph)
 
     def stream_sizes(self) -> list[int]:
         sizes = STREAM_BYTES[self.mode]
@@ -93,8 +100,9 @@ class Suite:
             self.torch.cuda.empty_cache()
         self.results.append(r)
 
-    def sweep_stream(self, name: str, sizes: list[int], make: Callable[[int], tuple[Callable, Callable[[], bool], int]]) -> MethodResult:
-        """``make(bytes_per_array)`` -> (kernel call, validator, bytes moved per call)."""
+    def sweep_stream(self, name: str, sizes: list[int], make: Callable[[int], tuple], graph: bool | None = None) -> MethodResult:
+        """``make(bytes_per_array)`` -> (kernel call, validator, bytes moved per call, output); ``graph``
+        False for kernels launched outside torch's stream (CuPy), which a capture cannot hold."""
         pts = []
         budget = Budget(self.budget_s["bandwidth"], len(sizes))
         for size in sizes:
@@ -105,12 +113,59 @@ class Suite:
             self.torch.cuda.synchronize()
             if not valid():
                 return MethodResult(name, "bandwidth", "fp32", None, False, f"wrong result at {size} B per array")
-            t = self.time(call)
-            pts.append({"bytes_per_array": size, "value": nbytes / t.median_s, "best": nbytes / t.best_s,
-                        "spread": relative_spread(t.stats)})
-        top = max(pts, key=lambda p: p["value"])
-        return MethodResult(name, "bandwidth", "fp32", top["value"], True, best_params={"bytes_per_array": top["bytes_per_array"]},
-                            sweep=pts, note=budget.note(len(pts)))
+            pts.append(sweep_point({"bytes_per_array": size}, nbytes, "bandwidth", self.time(call, graph=graph)))
+        return from_sweep(name, "bandwidth", "fp32", pts, ("bytes_per_array",), note=budget.note(len(pts)))
+
+    def sweep_products(self, name: str, dtype: str, points: list[dict[str, Any]], make: Callable[[dict], tuple],
+                       skip: tuple[type[Exception], ...] = ()) -> MethodResult:
+        """The FLOP/s sweep of every matmul method. ``points``: params of each point, its "shape" [m, n, k]
+        among them; ``make(point)`` -> (call, a, b, out): call writes a @ b into out. Each point is validated
+        against an fp32 product before it is timed and out is re-randomized between timed samples; a first
+        call raising one of ``skip`` leaves the point out with its error (a tile the card cannot hold).
+
+        A sample of a short call holds many calls (timing.bench) and the L2 is flushed once per sample, so
+        operands that fit the L2 would be found there from the second call on: the calls cycle through
+        enough copies of them (``rotation``) that together they outgrow the flush buffer, twice the L2."""
+        budget = Budget(self.budget_s["flops"], len(points))
+        pts: list[dict[str, Any]] = []
+        for p in points:
+            if budget.spent():
+                break
+            call, a, b, out = make(p)
+            try:
+                call()
+            except skip as e:
+                pts.append({**p, "error": str(e).splitlines()[0] if str(e) else type(e).__name__})
+                continue
+            bad = matmul_error(out, a, b, dtype)
+            if bad:
+                where = " ".join(["x".join(map(str, p["shape"]))] + [f"{k}={v}" for k, v in p.items() if k != "shape"])
+                return MethodResult(name, "flops", dtype, None, False, f"{bad} at {where}")
+            t, copies = self.time_rotated(call, out, self.rotation(a, b, out), lambda: make(p))
+            pts.append({**sweep_point(p, matmul_flops(*p["shape"]), "flops", t), "operand_copies": copies})
+            del call, a, b, out   # before the next point allocates its own
+        if all("error" in q for q in pts):
+            return MethodResult(name, "flops", dtype, None, False, pts[-1]["error"], sweep=pts)
+        return from_sweep(name, "flops", dtype, pts, tuple(points[0]), note=budget.note(len(pts)))
+
+    def rotation(self, *operands) -> int:
+        """Copies of a call's operands that together outgrow twice the L2 (at most MAX_OPERAND_COPIES)."""
+        size = sum(x.numel() * x.element_size() for x in operands)
+        return max(1, min(MAX_OPERAND_COPIES, -(-2 * self.l2 // size)))
+
+    def time_rotated(self, call, out, copies: int, make: Callable[[], tuple]) -> tuple[Timing, int]:
+        """Time ``call`` (writing ``out``) and ``copies - 1`` more made by ``make()`` -> (call, a, b, out), in
+        turn, every output re-randomized between samples; returns the timing and the number of copies."""
+        rotation = [(call, out)]
+        for _ in range(copies - 1):
+            c, _, _, o = make()
+            rotation.append((c, o))
+        turn = itertools.cycle(c for c, _ in rotation)
+
+        def rerandomize():
+            for _, o in rotation:
+                o.normal_()
+        return self.time(call if copies == 1 else lambda: next(turn)(), rerandomize=rerandomize), len(rotation)
 
     def rand(self, n: int):
         return self.torch.rand(n, device="cuda", dtype=self.torch.float32) + 0.5  # never zeros
@@ -151,7 +206,7 @@ class Suite:
         def make(size):
             n = size // 16 * 4
             return cuda_stream_call(kernel, fn, grid, self.rand(n), self.rand(n), self.torch.empty(n, device="cuda"), 1.5)
-        r = self.sweep_stream(f"cupy.{kernel}_v4", self.stream_sizes(), make)
+        r = self.sweep_stream(f"cupy.{kernel}_v4", self.stream_sizes(), make, graph=False)
         r.best_params.update(grid=grid, block=CUDA_BLOCK, registers=fn.num_regs)
         return r
 
@@ -167,86 +222,54 @@ class Suite:
         """cuBLAS through torch.matmul, over shapes and both layouts; the best (shape, layout) is the ceiling."""
         torch = self.torch
         tdt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-        points = [(shape, lay) for shape in self.matmul_shapes for lay in LAYOUTS]
-        budget = Budget(self.budget_s["flops"], len(points))
-        pts = []
-        for (m, n, k), lay in points:
-            if budget.spent():
-                break
+
+        def make(p):
+            (m, n, k), lay = p["shape"], p["layout"]
             a = torch.randn(m, k, device="cuda", dtype=tdt)
             w = torch.randn(k, n, device="cuda", dtype=tdt) if lay == "nn" else torch.randn(n, k, device="cuda", dtype=tdt)
             b = w if lay == "nn" else w.t()
             c = torch.empty(m, n, device="cuda", dtype=tdt)
-            torch.matmul(a, b, out=c)
-            bad = matmul_error(c, a, b, dtype)
-            if bad:
-                return MethodResult("torch.matmul", "flops", dtype, None, False, f"{bad} at {m}x{n}x{k} {lay}")
-            t = self.time(lambda: torch.matmul(a, b, out=c), rerandomize=lambda: c.normal_())
-            pts.append({"shape": [m, n, k], "layout": lay, "value": matmul_flops(m, n, k) / t.median_s,
-                        "best": matmul_flops(m, n, k) / t.best_s})
-        top = max(pts, key=lambda p: p["value"])
-        return MethodResult("torch.matmul", "flops", dtype, top["value"], True,
-                            best_params={"shape": top["shape"], "layout": top["layout"]}, sweep=pts,
-                            note=budget.note(len(pts)))
+            return (lambda: torch.matmul(a, b, out=c)), a, b, c
+        return self.sweep_products("torch.matmul", dtype, [{"shape": list(s), "layout": lay} for s in self.matmul_shapes
+                                                           for lay in LAYOUTS], make)
 
     def torch_fp8(self) -> MethodResult:
         """cuBLASLt fp8 (e4m3) through torch._scaled_mm, with and without fast accumulation (mamf-finder's sweep).
 
         cuBLASLt takes fp8 only as "TN": a row-major, b column-major, i.e. b = w.t() with w (n x k)
-        row-major, the nn.Linear layout. The output is allocated once per shape.
+        row-major, the nn.Linear layout.
         """
         torch = self.torch
         if torch.cuda.get_device_capability() < (8, 9) or not hasattr(torch, "float8_e4m3fn"):
             return MethodResult("torch._scaled_mm", "flops", "fp8", None, False, "no fp8 tensor cores on this card")
-        points = [(shape, fast) for shape in self.matmul_shapes for fast in (False, True)]
-        budget = Budget(self.budget_s["flops"], len(points))
         one = torch.ones((), device="cuda")
-        pts = []
-        for (m, n, k), fast in points:
-            if budget.spent():
-                break
+
+        def make(p):
+            m, n, k = p["shape"]
             a = (torch.randn(m, k, device="cuda") / 4).to(torch.float8_e4m3fn)
             b = (torch.randn(n, k, device="cuda") / 4).to(torch.float8_e4m3fn).t()
             out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
-
-            def call():
-                torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16, use_fast_accum=fast, out=out)
-            call()
-            bad = matmul_error(out, a, b, "fp8")
-            if bad:
-                return MethodResult("torch._scaled_mm", "flops", "fp8", None, False,
-                                    f"{bad} at {m}x{n}x{k} fast_accum={fast}")
-            t = self.time(call)
-            pts.append({"shape": [m, n, k], "fast_accum": fast, "value": matmul_flops(m, n, k) / t.median_s,
-                        "best": matmul_flops(m, n, k) / t.best_s})
-        top = max(pts, key=lambda p: p["value"])
-        return MethodResult("torch._scaled_mm", "flops", "fp8", top["value"], True,
-                            best_params={"shape": top["shape"], "fast_accum": top["fast_accum"]}, sweep=pts,
-                            note=budget.note(len(pts)))
+            return (lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16,
+                                             use_fast_accum=p["fast_accum"], out=out)), a, b, out
+        return self.sweep_products("torch._scaled_mm", "fp8", [{"shape": list(s), "fast_accum": fast}
+                                                               for s in self.matmul_shapes for fast in (False, True)], make)
 
     def triton_dot(self) -> MethodResult:
+        """kernels/triton_matmul.py at 8192^3, over TRITON_DOT_CONFIGS; a config over this card's shared
+        memory is left out with its error."""
+        from triton.runtime.errors import OutOfResources
+
         from .launch import triton_matmul as matmul
         torch = self.torch
         m = n = k = 8192
         a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         b = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
-        pts = []
-        for cfg in TRITON_DOT_CONFIGS:
-            try:
-                c = matmul(a, b, **cfg)
-            except Exception as e:  # a tile config that does not fit this card's shared memory
-                pts.append({"config": cfg, "error": str(e).splitlines()[0] if str(e) else type(e).__name__})
-                continue
-            bad = matmul_error(c, a, b, "bf16")
-            if bad:
-                return MethodResult("triton.dot", "flops", "bf16", None, False, bad)
-            t = self.time(lambda: matmul(a, b, out=c, **cfg), rerandomize=lambda: c.normal_())
-            pts.append({"config": cfg, "shape": [m, n, k], "value": matmul_flops(m, n, k) / t.median_s})
-        ok = [p for p in pts if "value" in p]
-        if not ok:
-            return MethodResult("triton.dot", "flops", "bf16", None, False, pts[-1]["error"], sweep=pts)
-        top = max(ok, key=lambda p: p["value"])
-        return MethodResult("triton.dot", "flops", "bf16", top["value"], True, best_params=top, sweep=pts)
+        c = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+
+        def make(p):
+            return (lambda: matmul(a, b, out=c, **p["config"])), a, b, c
+        return self.sweep_products("triton.dot", "bf16", [{"shape": [m, n, k], "config": cfg} for cfg in TRITON_DOT_CONFIGS],
+                                   make, skip=(OutOfResources,))
 
     def cupy_fma(self) -> MethodResult:
         import cupy
@@ -269,12 +292,11 @@ class Suite:
         got = cupy.asnumpy(out[:1024])
         if not np.allclose(got, ref, rtol=1e-3):
             return MethodResult("cupy.fma_chain_fp32", "flops", "fp32", None, False, "result differs from host emulation")
-        t = self.time(call)
-        flops = fma_flops(grid * block, iters)
-        return MethodResult("cupy.fma_chain_fp32", "flops", "fp32", flops / t.median_s, True,
-                            best_params={"threads": grid * block, "iters": iters})
+        point = sweep_point({"threads": grid * block, "iters": iters}, fma_flops(grid * block, iters), "flops",
+                            self.time(call, graph=False))   # CuPy launches outside torch's stream: no capture
+        return from_sweep("cupy.fma_chain_fp32", "flops", "fp32", [point], ("threads", "iters"))
 
-    def steps(self) -> list[tuple[str, float, Callable[[], None]]]:
+    def stages(self) -> list[tuple[str, float, Callable[[], None]]]:
         """The planned stages: (label, time budget in s, what runs)."""
         bw, fl = self.budget_s["bandwidth"], self.budget_s["flops"]
         out = [("warming the card up", self.card_warm_s, self.warm_card),
@@ -311,9 +333,6 @@ class Budget:
         if done >= self.points:
             return None
         return f"cut short by its {self.seconds:.0f} s budget after {done} of {self.points} sweep points"
-
-
-
 
 
 def l2_bytes(props) -> int:

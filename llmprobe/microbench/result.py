@@ -1,12 +1,14 @@
-"""Typed results of a ceilings measurement, and the check a matmul must pass before it is timed."""
+"""Typed results of a ceilings measurement, its sweep points, and the check a matmul must pass before it is timed."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import UserError
 from ..hardware import Ceilings, GpuSpec
+from ..timing import Timing
 
 
 class Stages:
@@ -33,11 +35,33 @@ class MethodResult:
     valid: bool                    # validated against a reference before timing
     error: str | None = None       # why it failed or was skipped
     best_params: dict[str, Any] = field(default_factory=dict)   # size or shape of the best point
-    sweep: list[dict[str, Any]] = field(default_factory=list)   # every size/shape: params, median, spread
+    sweep: list[dict[str, Any]] = field(default_factory=list)   # every size/shape: sweep_point()
     note: str | None = None        # e.g. a sweep cut short by its time budget
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+UNIT = {"bandwidth": "bytes", "flops": "flops"}   # what one call of a method of each kind does, counted
+
+
+def sweep_point(params: dict[str, Any], work: float, kind: str, t: Timing) -> dict[str, Any]:
+    """One size/shape of a sweep: its ``params``, the work of one call (``bytes`` moved or ``flops``), the
+    rate at the median call (the figure) and at the fastest, and the timing's named statistics and raw
+    samples (Timing.to_dict)."""
+    unit = UNIT[kind]
+    return {**params, unit: work, f"{unit}_per_s_median": work / t.median_s, f"{unit}_per_s_max": work / t.best_s,
+            **t.to_dict()}
+
+
+def from_sweep(name: str, kind: str, dtype: str | None, points: list[dict[str, Any]], params: tuple[str, ...],
+               note: str | None = None, eligible: Callable[[dict[str, Any]], bool] = lambda p: True) -> MethodResult:
+    """A method's result from its sweep: the best median rate over the timed (and ``eligible``) points,
+    with that point's ``params`` as where it was reached; every point is kept."""
+    rate = f"{UNIT[kind]}_per_s_median"
+    top = max((p for p in points if rate in p and eligible(p)), key=lambda p: p[rate])
+    return MethodResult(name, kind, dtype, top[rate], True, best_params={k: top[k] for k in params}, sweep=points,
+                        note=note)
 
 
 # max |error| / max |reference| a product may show and still count as computed: low-precision
@@ -91,7 +115,8 @@ class Measurement:
         return f.value if f is not None else None
 
     @property
-    def flops(self) -> dict[str, float]:
+    def flops_per_s(self) -> dict[str, float]:
+        """The best FLOP/s of any valid method, per dtype."""
         out: dict[str, float] = {}
         for m in self._valid("flops"):
             out[m.dtype] = max(out.get(m.dtype, 0.0), m.value)
@@ -106,7 +131,7 @@ class Measurement:
             failed = "; ".join(f"{m.name}: {m.error}" for m in self.methods if m.kind == "bandwidth" and not m.valid)
             raise UserError(f"no bandwidth method gave a valid figure on {name} ({failed or 'none ran'}): "
                             "there are no measured ceilings to use")
-        peak = dict(self.flops)
+        peak = dict(self.flops_per_s)
         not_measured = {}
         stream = self.floor_stream
         if not is_read(stream):
@@ -143,7 +168,7 @@ class Measurement:
     def to_dict(self) -> dict[str, Any]:
         return {"device": self.device, "bandwidth_bytes_per_s": self.bandwidth_bytes_per_s,
                 "bandwidth_method": self.floor_stream.name if self.floor_stream else None,
-                "best_stream_bytes_per_s": self.best_stream_bytes_per_s, "flops": self.flops,
+                "best_stream_bytes_per_s": self.best_stream_bytes_per_s, "flops_per_s": self.flops_per_s,
                 "methods": [m.to_dict() for m in self.methods], "fingerprint": self.fingerprint, "mode": self.mode,
                 "methodology": self.methodology, "provenance": self.provenance, "telemetry": self.telemetry,
                 "datasheet_id": self.datasheet.id if self.datasheet else None, "warnings": self.warnings,
@@ -172,14 +197,4 @@ def ceilings_from_record(d: dict[str, Any]) -> Ceilings:
     c = d.get("ceilings")
     if not c or not c.get("hbm_bytes_per_s"):
         raise UserError("the measurement holds no valid bandwidth figure: it cannot be used as ceilings")
-    not_measured = dict(c.get("not_measured") or {})
-    latency = c.get("collective_latency_s")
-    if "collective_latency_s" not in c and c.get("gpu_id"):  # saved before latency was modelled: the catalog's
-        from ..hardware import gpu_catalog
-        ds = gpu_catalog().get(c["gpu_id"])
-        if ds is not None:
-            latency = ds.collective_latency_s
-            not_measured["collective_latency_s"] = f"catalog ({ds.id}): {ds.collective_latency_source}"
-    return Ceilings(**{k: c[k] for k in ("name", "hbm_bytes_per_s", "peak_flops", "memory_bytes",
-                                         "interconnect_bytes_per_s", "source", "kind", "gpu_id")},
-                    collective_latency_s=latency, not_measured=not_measured)
+    return Ceilings.from_dict(c)

@@ -27,7 +27,7 @@ def judge(m: Measurement) -> list[dict[str, Any]]:
     own = _best(m, "bandwidth", prefix=("cupy.", "triton."))
     torch_copy = _best(m, "bandwidth", prefix=("torch.copy_",))
     torch_mm = _best(m, "flops", "bf16", prefix=("torch.matmul",))
-    bf16 = m.flops.get("bf16")
+    bf16 = m.flops_per_s.get("bf16")
     triton_mm = _best(m, "flops", "bf16", prefix=("triton.dot",))
     published = PUBLISHED_BEST_BF16.get(ds.id) if ds else None
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
-from .costs import Floors, decode_sum, prefill_cost, tp_valid
+from .costs import Floors, decode_cost, decode_sum, prefill_cost, roofline, tp_valid
 from .errors import UserError
 from .hardware import Ceilings
 from .memory import GPU_MEMORY_UTILIZATION, Card, card_of, fit_advice, memory_required
@@ -113,3 +114,14 @@ def sweep(grid: Grid, advise: bool = False, skip_invalid_tp: bool = True,
 def to_table(bounds: Iterable[ScenarioBound]) -> list[dict]:
     """Plain rows (for pandas.DataFrame, csv.DictWriter or JSON)."""
     return [b.to_dict() for b in bounds]
+
+
+def operating_points(f: Floors, batches: Sequence[int], prompt_len: int) -> list[dict[str, Any]]:
+    """Where each batch's prefill (batch x prompt tokens) and a decode step at the prompt's context sit on the
+    roofline: arithmetic intensity and the FLOP/s the step's floor implies (on the roof, by construction)."""
+    out = []
+    for b in batches:
+        for phase, step in (("prefill", prefill_cost(f, b, prompt_len)), ("decode", decode_cost(f, b, prompt_len))):
+            out.append({"phase": phase, "batch": b, "intensity": step.flops / step.bytes,
+                        "flops_per_s": step.flops / roofline(step.flops, step.bytes, f.peak, f.bw)})
+    return out
