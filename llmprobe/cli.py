@@ -189,6 +189,69 @@ def profile(**options) -> None:
     commands.profile(**options)
 
 
+# ---- serve ------------------------------------------------------------------------------------
+
+def _rate_list(ctx, param, value):
+    if value is None:
+        return []
+    try:
+        out = [float(v) for v in str(value).split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers (inf: all at once), got {value!r}") from None
+    if not out or any(not v > 0 for v in out):
+        raise click.BadParameter(f"rates must be positive (requests/s), got {value!r}")
+    return out
+
+
+@main.command(short_help="A load sweep on the real engine: latency, goodput.")
+@click.option("--model", "model_name", required=True, help="Catalog name/alias, config.json path, or checkpoint folder.")
+@click.option("--rate", "rates", default=None, callback=_rate_list,
+              help="Request rates to sweep, requests/s, comma-separated (inf: all at once).")
+@click.option("--concurrency", "concurrencies", default=None,
+              callback=lambda c, p, v: _int_list(c, p, v) or [],
+              help="Concurrencies to sweep: every request due at once, at most N in flight.")
+@click.option("--arrivals", type=click.Choice(["poisson", "constant"]), default="poisson", show_default=True,
+              help="How requests arrive at a rate: exponential gaps (as vLLM's bench serve) or evenly spaced.")
+@click.option("--num-prompts", default=100, show_default=True, type=click.IntRange(min=1), help="Requests per load point.")
+@click.option("--prompt-len", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--gen-len", default=256, show_default=True, type=click.IntRange(min=1), help="Output tokens per request.")
+@click.option("--range-ratio", default=0.0, show_default=True, type=float,
+              help="Lengths drawn uniformly within this fraction of --prompt-len/--gen-len (0: fixed).")
+@click.option("--dataset", type=click.Path(dir_okay=False),
+              help="JSONL or CSV of prompt_len and output_len per request, instead of the lengths above.")
+@click.option("--slo", default=None,
+              help="Goodput's limits, e.g. ttft=2s,tpot=200ms (keys ttft, tpot, e2el). Default: MLPerf's Llama-2-70B "
+                   "server limits, ttft=2s,tpot=200ms.")
+@click.option("--warmup", default=4, show_default=True, type=click.IntRange(min=0),
+              help="Requests sent at once before the sweep (not kept).")
+@click.option("--layers", type=int, help="Run only the first N layers (a model too big for the card).")
+@click.option("--dtype", default="bf16", show_default=True)
+@click.option("--max-model-len", type=int, default=None, help="Default: the longest prompt + output.")
+@click.option("--enforce-eager", is_flag=True, help="No CUDA graphs / torch.compile.")
+@click.option("--tp", default=1, show_default=True, type=int, help="Tensor-parallel degree (vLLM's executor).")
+@click.option("--engine-arg", "engine_args", multiple=True, metavar="KEY=VALUE",
+              help="Any other vLLM engine argument, VALUE as JSON where it parses (repeatable).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds lengths, prompts and arrivals.")
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(min=0.0))
+@click.option("--no-ceilings", "no_ceilings", is_flag=True, help="As for profile.")
+@click.option("--provider", default=None, help="Cloud provider this runs on.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Serve record path (default: results/<model>-serve-<time>.json).")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write the throughput/interactivity frontier and goodput as a PNG.")
+@click.option("--json", "as_json", is_flag=True, help="Print each load point's summary as one JSON document.")
+def serve(**options) -> None:
+    """Send requests to the real engine at a sweep of rates (an open loop) or concurrencies, and measure what
+    vLLM's bench serve measures: throughput, TTFT, TPOT, ITL and end-to-end latency percentiles, and goodput
+    (requests within the SLO per second). Every engine step is timed meanwhile, as in profile.
+
+    \b
+    Examples:
+      llmprobe serve --model tiny-llama --rate 2,4,8,inf --num-prompts 50 --prompt-len 64 --gen-len 32
+      llmprobe serve --model mixtral --layers 4 --concurrency 1,8,32 --slo ttft=1s,tpot=100ms
+    """
+    from . import commands
+    commands.serve(**options)
+
+
 # ---- explain ----------------------------------------------------------------------------------
 
 @main.command(short_help="Measured against the floors: where time went.")

@@ -156,6 +156,42 @@ def parse_engine_args(items: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def serve(*, model_name: str, rates, concurrencies, arrivals: str, num_prompts: int, prompt_len: int, gen_len: int,
+          range_ratio: float, dataset: str | None, slo: str | None, warmup: int, layers: int | None, dtype: str,
+          max_model_len: int | None, enforce_eager: bool, tp: int, engine_args: tuple[str, ...], seed: int,
+          temperature: float, no_ceilings: bool, provider: str | None, out: str | None, plot: str | None,
+          as_json: bool) -> None:
+    from .serving import serve as run_serve
+    from .workload import parse_slo
+    limits = parse_slo(slo)   # before any engine starts: a bad key is one line, at once
+    resolve_model(model_name)
+    if out is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = os.path.join("results", f"{re.sub(r'[^A-Za-z0-9._-]+', '_', os.path.basename(model_name.rstrip('/')))}"
+                                      f"-serve-{stamp}.json")
+    opts = {"dtype": torch_name(dtype), "max_model_len": max_model_len, "enforce_eager": enforce_eager, "tp": tp,
+            "seed": seed, "temperature": temperature, "extra": parse_engine_args(engine_args)}
+    with progress("llmprobe serve") as say, stdout_to_stderr():
+        try:
+            record = run_serve(model_name, rates, concurrencies, arrivals, num_prompts, prompt_len, gen_len,
+                               range_ratio, dataset, limits, layers, out, say, opts, warmup,
+                               measure_ceilings=not no_ceilings, provider=provider)
+        except KeyboardInterrupt:
+            err_console.print(f"interrupted: finished load points are kept in {out}")
+            raise
+    summaries = [p.summary(limits) for p in record.points]
+    if plot:
+        from .plots import serve_chart
+        serve_chart(plot, f"{record.config['model']} under load on {record.device.get('name', '?')}", summaries,
+                    gpus=record.config["tp"] * record.config["pp"],
+                    per="GPU" if record.device.get("kind") == "cuda" else "CPU")
+    if as_json:
+        err_console.print(f"serve record: {out}")
+        return emit_json({"record": out, "points": summaries})
+    views.print_serve(record, summaries)
+    console.print(f"serve record: {out}" + (f"; chart: {plot}" if plot else ""))
+
+
 def explain(*, records: list[str], report_dir: str | None, gpu: str | None, ceilings_path: str | None,
             as_json: bool) -> None:
     from .context import RecordContext

@@ -216,3 +216,36 @@ def cost_chart(path: str, rows: list[dict[str, Any]]) -> str:
     ax.set_xlabel("$ per million output tokens (lower is better)")
     ax.set_title("Cost per token — blue: measured, orange: predicted")
     return _save(fig, path)
+
+
+def serve_chart(path: str, title: str, summaries: list[dict[str, Any]], gpus: int = 1, per: str = "GPU") -> str:
+    """Left: the frontier InferenceX plots, output tokens/s per GPU against tokens/s one user sees (1 / median
+    TPOT), one point per load point; right: throughput and goodput against the offered load."""
+    plt = _plt()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8))
+    pts = sorted((s for s in summaries if s["output_throughput_per_user"] and s["output_throughput"]),
+                 key=lambda s: s["output_throughput_per_user"])
+    labels = [f"{s['max_concurrency']} in flight" if s["max_concurrency"] else
+              ("all at once" if s["rate"] is None else f"{s['rate']:g} req/s") for s in pts]
+    ax.plot([s["output_throughput_per_user"] for s in pts], [s["output_throughput"] / gpus for s in pts], "o-")
+    for s, lab in zip(pts, labels):
+        ax.annotate(lab, (s["output_throughput_per_user"], s["output_throughput"] / gpus), textcoords="offset points",
+                    xytext=(5, 5), fontsize=7)
+    ax.set_xlabel("tokens/s per user (1 / median TPOT)")
+    ax.set_ylabel(f"output tokens/s per {per}")
+    ax.set_title("Throughput against interactivity")
+    ax.grid(True, alpha=0.3)
+    xs = list(range(len(summaries)))
+    names = [f"{s['max_concurrency']} in flight" if s["max_concurrency"] else
+             ("all at once" if s["rate"] is None else f"{s['rate']:g}/s") for s in summaries]
+    bx.plot(xs, [s["request_throughput"] or 0 for s in summaries], "o-", label="completed requests/s")
+    bx.plot(xs, [s["goodput"] or 0 for s in summaries], "s--", label="goodput (within the SLO)")
+    bx.set_xticks(xs, names, rotation=30, fontsize=7)
+    bx.set_xlabel("offered load")
+    bx.set_ylabel("requests/s")
+    slo = ", ".join(f"{k} <= {v * 1e3:g} ms" for k, v in (summaries[0]["slo"] if summaries else {}).items())
+    bx.set_title(f"Goodput ({slo})")
+    bx.grid(True, alpha=0.3)
+    bx.legend(fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)

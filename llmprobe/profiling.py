@@ -127,7 +127,7 @@ def profile(model: str | ModelSpec, scenarios: Sequence[Scenario] = (Scenario(1)
     device = describe_device(kind)
     fit = preflight(spec, scenarios, device, eo.tp, weight_dtype, kv_dtype_of(eo.kv_cache_dtype),
                     eo.gpu_memory_utilization)
-    ceilings = _ceilings(kind, device, eo.tp, measure_ceilings, say)
+    ceilings = record_ceilings(kind, device, eo.tp, measure_ceilings, say)
     say(f"starting {backend} engine for {spec.name}" + (f" ({spec.layers_note})" if spec.layers_note else ""))
     engine = create_engine(backend, eo)
     record_dir = os.path.dirname(os.path.abspath(out)) if out else os.getcwd()
@@ -226,7 +226,7 @@ def _measure(engine, sc: Scenario, prompts: _Prompts, warmup: int, runs: int, gp
         warm.append(eta.timed(sc, lambda: engine.run(prompts(sc.batch, sc.prompt_len), sc.gen_len)))
     measured = []
     sampler = _sampler(engine.device)
-    meter = _energy_meter(engine.device, gpus)
+    meter = energy_meter(engine.device, gpus)
     load = HostLoad()
     with sampler if sampler is not None else contextlib.nullcontext(), load:
         for i in range(runs):
@@ -360,7 +360,7 @@ def compute_note(device: dict[str, Any], weight_dtype: str) -> dict[str, Any]:
     return note
 
 
-def _energy_meter(device: str, gpus: int):
+def energy_meter(device: str, gpus: int):
     """NVML's energy counter over the engine's GPUs (the first ``gpus`` visible), or None."""
     if device != "cuda":
         return None
@@ -392,7 +392,7 @@ def _sampler(device: str):
         return None
 
 
-def _ceilings(kind: str, device: dict[str, Any], tp: int, measure: bool, say) -> dict[str, Any] | None:
+def record_ceilings(kind: str, device: dict[str, Any], tp: int, measure: bool, say) -> dict[str, Any] | None:
     """Measured ceilings of this very device (explain prefers them): saved ones, else measured now unless
     ``measure`` is off."""
     if not measure:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .timing import relative_spread, summarize
+from .timing import percentile, relative_spread, summarize
 
 SCHEMA_VERSION = 1
 # Bumped whenever what is measured or how changes (mamf-finder's benchmark_version habit); one line per version.
@@ -700,3 +700,143 @@ class RunRecord(_Typed):
 
 def load_run_record(path: str | os.PathLike) -> RunRecord:
     return RunRecord.from_dict(load_json(path, "run record"), str(path))
+
+
+# ---- serving: an open-loop load on the engine (llmprobe serve) ----------------------------------------
+
+SERVE_METHODOLOGIES = {
+    "serve-1": "open-loop arrivals (poisson or constant, seeded) of token-id prompts on the in-process AsyncLLM, "
+               "EOS ignored, prefix caching off; each request timed from its send to each token's arrival at the "
+               "caller (DELTA outputs); the engine's steps timed by the step hooks; scheduler stats per step",
+}
+SERVE_METHODOLOGY = "serve-1: " + SERVE_METHODOLOGIES["serve-1"]
+
+
+@dataclass(slots=True)
+class ServedRequest(_Typed):
+    """One request under load: when it was due and sent (s from the load point's start), its lengths, and its
+    tokens' arrival: TTFT and latency from its send, the gaps between output chunks (ITL, as vLLM's bench)."""
+    id: str
+    arrival_s: float
+    sent_s: float
+    prompt_len: int
+    output_tokens: int
+    ttft_s: float | None
+    latency_s: float | None
+    itl_s: list[float] = field(default_factory=list)
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tpot_s(self) -> float | None:
+        """Time per output token after the first (vLLM bench serve's TPOT)."""
+        if self.output_tokens < 2 or self.ttft_s is None or self.latency_s is None:
+            return None
+        return (self.latency_s - self.ttft_s) / (self.output_tokens - 1)
+
+    def meets(self, slo: dict[str, float]) -> bool:
+        """Completed within every limit of ``slo`` ({"ttft", "tpot", "e2el"}: seconds)."""
+        if self.error is not None or self.ttft_s is None:
+            return False
+        got = {"ttft": self.ttft_s, "tpot": self.tpot_s, "e2el": self.latency_s}
+        return all(got[k] is None or got[k] <= v for k, v in slo.items())
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSample(_Typed):
+    """vLLM's scheduler after one engine step (its stat logger): KV cache in use (0-1), requests running and
+    waiting, requests preempted in that step; ``t_s`` on the load point's clock."""
+    t_s: float
+    kv_cache_usage: float
+    running: int
+    waiting: int
+    preempted: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class LoadPoint(_Typed):
+    """One rate (requests/s; None: all at once) or concurrency of a sweep: its requests, the engine's steps and
+    scheduler samples over it, and the energy its GPUs drew where NVML counts it."""
+    rate: float | None
+    max_concurrency: int | None
+    duration_s: float
+    requests: list[ServedRequest]
+    steps: list[Step] = field(default_factory=list)
+    scheduler: list[SchedulerSample] = field(default_factory=list)
+    energy_j: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self, slo: dict[str, float]) -> dict[str, Any]:
+        """What vLLM's bench serve reports, named alike: throughput, and mean, median, p90, p99 of TTFT, TPOT,
+        ITL and end-to-end latency (E2EL); goodput: completed requests within ``slo`` per second."""
+        done = [r for r in self.requests if r.error is None and r.output_tokens]
+        dur = self.duration_s
+        out_tok = sum(r.output_tokens for r in done)
+        in_tok = sum(r.prompt_len for r in done)
+        good = [r for r in done if r.meets(slo)]
+        out: dict[str, Any] = {
+            "rate": self.rate, "max_concurrency": self.max_concurrency, "completed": len(done),
+            "failed": len(self.requests) - len(done), "duration_s": dur,
+            "request_throughput": len(done) / dur if dur > 0 else None,
+            "output_throughput": out_tok / dur if dur > 0 else None,
+            "input_throughput": in_tok / dur if dur > 0 else None,
+            "total_token_throughput": (in_tok + out_tok) / dur if dur > 0 else None,
+            "goodput": len(good) / dur if dur > 0 else None, "good_fraction": len(good) / len(done) if done else None,
+            "slo": dict(slo), "input_tokens": in_tok, "output_tokens": out_tok,
+        }
+        for name, vals in (("ttft", [r.ttft_s for r in done]), ("tpot", [r.tpot_s for r in done]),
+                           ("itl", [x for r in done for x in r.itl_s]), ("e2el", [r.latency_s for r in done])):
+            v = sorted(x for x in vals if x is not None)
+            out[name] = ({"mean_s": sum(v) / len(v), "median_s": percentile(v, 0.5), "p90_s": percentile(v, 0.9),
+                          "p99_s": percentile(v, 0.99), "n": len(v)} if v else None)
+        # the frontier's other axis, as InferenceX plots it: tokens/s one user sees, 1 / the median TPOT
+        tpot = out["tpot"]
+        out["output_throughput_per_user"] = 1 / tpot["median_s"] if tpot and tpot["median_s"] else None
+        sched = self.scheduler
+        out["scheduler"] = ({"kv_cache_usage_max": max(s.kv_cache_usage for s in sched),
+                             "kv_cache_usage_mean": sum(s.kv_cache_usage for s in sched) / len(sched),
+                             "running_mean": sum(s.running for s in sched) / len(sched),
+                             "waiting_max": max(s.waiting for s in sched),
+                             "preempted": sum(s.preempted for s in sched)} if sched else None)
+        if self.energy_j is not None and out_tok:
+            out["joules_per_output_token"] = self.energy_j / out_tok
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> LoadPoint:
+        return _load(cls, d, where,
+                     requests=lambda rs: [_load(ServedRequest, r, f"{where} request {i}") for i, r in enumerate(rs)],
+                     steps=lambda ss: [Step.from_dict(s, f"{where} step {i}") for i, s in enumerate(ss)],
+                     scheduler=lambda ss: [_load(SchedulerSample, s, f"{where} scheduler {i}") for i, s in enumerate(ss)])
+
+
+@dataclass(slots=True)
+class ServeRecord(_Typed):
+    """What ``llmprobe serve`` wrote: how the load was made (config, engine, provenance) and each finished point."""
+    schema_version: int
+    config: dict[str, Any]
+    points: list[LoadPoint]
+    kind: str = "llmprobe.serve"
+    methodology: str | None = None
+    status: str | None = None
+    error: str | None = None
+    provenance: dict[str, Any] | None = None
+    model: dict[str, Any] | None = None
+    model_config: dict[str, Any] | None = None
+    engine: dict[str, Any] | None = None
+    ceilings: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> dict[str, Any]:
+        return (self.provenance or {}).get("device") or {}
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "serve record") -> ServeRecord:
+        _need(isinstance(doc, dict) and doc.get("kind") == "llmprobe.serve", where,
+              "not an llmprobe serve record (kind llmprobe.serve)")
+        _need(doc.get("schema_version") == SCHEMA_VERSION, where,
+              f"serve record schema {doc.get('schema_version')}, this llmprobe reads {SCHEMA_VERSION}")
+        return _load(cls, doc, where, points=lambda ps: [LoadPoint.from_dict(p, f"{where}: point {i}")
+                                                         for i, p in enumerate(ps)])

@@ -208,6 +208,31 @@ def compare_markdown(rows: list[dict], best: list[dict], tokens: float | None) -
 _PART_ORDER = [k for _, keys in PART_GROUPS for k in keys]
 
 
+def print_serve(record, summaries: list[dict[str, Any]]) -> None:
+    """One row per load point: throughput, latency percentiles, goodput (``record``: a ServeRecord)."""
+    cfg = record.config
+
+    def ms(stat, key):
+        return seconds(stat[key]) if stat else "-"
+    rows = []
+    for s in summaries:
+        point = f"{s['max_concurrency']} in flight" if s["max_concurrency"] else (
+            "all at once" if s["rate"] is None else f"{s['rate']:g} req/s")
+        rows.append([point, f"{s['completed']}" + (f" ({s['failed']} failed)" if s["failed"] else ""),
+                     num(s["request_throughput"]), num(s["output_throughput"]), num(s["output_throughput_per_user"]),
+                     ms(s["ttft"], "median_s"), ms(s["ttft"], "p99_s"), ms(s["tpot"], "median_s"), ms(s["tpot"], "p99_s"),
+                     ms(s["itl"], "p99_s"), ms(s["e2el"], "p99_s"), num(s["goodput"]), pct(s["good_fraction"])])
+    slo = ", ".join(f"{k} <= {seconds(v)}" for k, v in (summaries[0]["slo"] if summaries else {}).items())
+    note = f" [{cfg['layers_note']}]" if cfg.get("layers_note") else ""
+    print_table(f"{cfg['model']}{note} under load — vLLM {(record.engine or {}).get('version', '?')} on "
+                f"{record.device.get('name', '?')}",
+                ["load", "done", "req/s", "out tok/s", "tok/s/user", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99",
+                 "ITL p99", "E2EL p99", "goodput", "in SLO"], rows,
+                caption=f"{cfg['num_prompts']} requests per point, {cfg['arrivals']} arrivals, prompt {cfg['prompt_len']}, "
+                        f"output {cfg['gen_len']}; goodput: requests/s within {slo}; tok/s/user: 1 / median TPOT",
+                optional=("ITL p99", "E2EL p99", "tok/s/user"), keys=1)
+
+
 def explain_sections(explained: Explanation) -> list[Section]:
     """(title, columns, rows) for every table of the explanation, shared by terminal, markdown and HTML."""
     secs = []

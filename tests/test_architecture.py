@@ -77,10 +77,10 @@ def test_every_module_opens_with_what_it_holds():
 # presentation formats what analysis computed; commands wire them to the CLI.
 LAYERS = [
     ("core", {"errors", "units", "dtypes", "models", "hardware", "comm", "costs", "memory", "bounds", "pricing",
-              "timing", "kernels", "kernels.traffic", "kernels.triton_stream", "kernels.triton_matmul", "data",
+              "timing", "workload", "kernels", "kernels.traffic", "kernels.triton_stream", "kernels.triton_matmul", "data",
               "data.models"}),
     ("records", {"records", "provenance"}),
-    ("measurement", {"hostload", "telemetry", "traces", "profiling", "engines", "engines.*", "microbench",
+    ("measurement", {"hostload", "telemetry", "traces", "profiling", "serving", "engines", "engines.*", "microbench",
                      "microbench.*"}),
     ("analysis", {"context", "explain", "predict", "compare", "audit"}),
     ("presentation", {"labels", "tables", "terminal", "views", "plots", "report"}),

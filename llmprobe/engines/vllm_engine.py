@@ -65,6 +65,70 @@ def import_vllm():
     return vllm
 
 
+def engine_kwargs(opts: EngineOptions) -> tuple[dict[str, Any], tempfile.TemporaryDirectory | None, str]:
+    """vLLM's engine arguments for ``opts``, the temporary model folder they name (random weights: a config.json
+    only, nothing downloaded) and the device ("cuda" | "cpu"). Shared by the offline and the serving engine."""
+    from vllm.platforms import current_platform
+    tmp = None
+    if opts.weights == "real":
+        if not opts.model_path:
+            raise UserError("--weights real needs --model to be a local checkpoint folder")
+        model_dir, load_format = opts.model_path, "auto"
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="llmprobe-model-")
+        with open(os.path.join(tmp.name, "config.json"), "w") as f:
+            json.dump(opts.model.config, f)
+        model_dir, load_format = tmp.name, "dummy"
+    device = "cpu" if current_platform.is_cpu() else "cuda"
+    if device == "cuda" and opts.pp > 1:
+        if tmp is not None:
+            tmp.cleanup()
+        raise UserError("--pp > 1 is not profiled on GPU: a pipeline-parallel step runs on every stage while "
+                        "other micro-batches overlap it, so a per-step device time is not defined; use --tp")
+    kw: dict[str, Any] = dict(
+        model=model_dir, load_format=load_format, skip_tokenizer_init=True,
+        enable_prefix_caching=False,         # repeated prompts must pay their prefill
+        enforce_eager=opts.enforce_eager, dtype=opts.dtype, seed=opts.seed,
+        tensor_parallel_size=opts.tp, pipeline_parallel_size=opts.pp,
+        worker_extension_cls=_EXTENSION, disable_log_stats=False,
+        max_model_len=opts.max_model_len, kv_cache_dtype=opts.kv_cache_dtype,
+    )
+    if opts.quantization:
+        kw["quantization"] = opts.quantization
+    if opts.trace_dir:
+        # traced runs use llmprobe's own profiler window in the workers (engines/tracing.py says why
+        # not vLLM's start_profile); vLLM's scopes tell the logits matmul and the sampler apart in it
+        os.environ["VLLM_CUSTOM_SCOPES_FOR_PROFILING"] = "1"
+    if device == "cpu":
+        # Automatic KV sizing takes ~92% of RAM and a slow warm-up; a fixed budget is enough here.
+        kw["kv_cache_memory_bytes"] = opts.extra.get("kv_cache_memory_bytes", 1 << 30)
+    else:
+        kw["gpu_memory_utilization"] = opts.gpu_memory_utilization
+    kw.update({k: v for k, v in opts.extra.items() if k != "kv_cache_memory_bytes"})
+    return kw, tmp, device
+
+
+@contextlib.contextmanager
+def worker_environment(opts: EngineOptions):
+    """What the engine's workers read as they start: the MoE settings (read once their loader has the weights,
+    before vLLM processes them) and, while experts are counted, no AOT compile cache (vLLM 0.26 with torch >=
+    2.10 keys it on the config and the forward's code only: a graph saved without the counters would load
+    without them)."""
+    moe = worker_settings(opts.expert_counts, opts.routing, opts.seed) if opts.model.is_moe else ""
+    aot = "0" if moe and opts.expert_counts else os.environ.get("VLLM_USE_AOT_COMPILE")
+    with _environ(ENV_MOE, moe), _environ("VLLM_USE_AOT_COMPILE", aot):
+        yield
+
+
+def start_failure(e: Exception, device: str, opts: EngineOptions) -> UserError:
+    """An engine that did not start, in one line: vLLM's own reason, and the usual fix where there is one."""
+    hint = ""
+    if device == "cpu" and opts.tp * opts.pp > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+        hint = " (vLLM's CPU build wants a NUMA node per rank: bind cores by hand, e.g. VLLM_CPU_OMP_THREADS_BIND='0|1')"
+    return UserError(f"vLLM could not start the engine: {type(e).__name__}: "
+                     f"{str(e).splitlines()[0] if str(e) else ''}{hint}")
+
+
 class VllmEngine(Engine):
     name = "vllm"
 
@@ -75,58 +139,14 @@ class VllmEngine(Engine):
         self.opts = opts
         self.version = vllm.__version__
         self._tmp = None
-        if opts.weights == "real":
-            if not opts.model_path:
-                raise UserError("--weights real needs --model to be a local checkpoint folder")
-            model_dir, load_format = opts.model_path, "auto"
-        else:
-            # Only config.json is needed: dummy weights are random, nothing is downloaded.
-            self._tmp = tempfile.TemporaryDirectory(prefix="llmprobe-model-")
-            with open(os.path.join(self._tmp.name, "config.json"), "w") as f:
-                json.dump(opts.model.config, f)
-            model_dir, load_format = self._tmp.name, "dummy"
-        from vllm.platforms import current_platform
-        self.device = "cpu" if current_platform.is_cpu() else "cuda"
-        if self.device == "cuda" and opts.pp > 1:
-            self.close()
-            raise UserError("--pp > 1 is not profiled on GPU: a pipeline-parallel step runs on every stage while "
-                            "other micro-batches overlap it, so a per-step device time is not defined; use --tp")
-        kw: dict[str, Any] = dict(
-            model=model_dir, load_format=load_format, skip_tokenizer_init=True,
-            enable_prefix_caching=False,         # repeated prompts must pay their prefill
-            enforce_eager=opts.enforce_eager, dtype=opts.dtype, seed=opts.seed,
-            tensor_parallel_size=opts.tp, pipeline_parallel_size=opts.pp,
-            worker_extension_cls=_EXTENSION, disable_log_stats=False,
-            max_model_len=opts.max_model_len, kv_cache_dtype=opts.kv_cache_dtype,
-        )
-        if opts.quantization:
-            kw["quantization"] = opts.quantization
-        if opts.trace_dir:
-            # traced runs use llmprobe's own profiler window in the workers (engines/tracing.py says why
-            # not vLLM's start_profile); vLLM's scopes tell the logits matmul and the sampler apart in it
-            os.environ["VLLM_CUSTOM_SCOPES_FOR_PROFILING"] = "1"
-        if self.device == "cpu":
-            # Automatic KV sizing takes ~92% of RAM and a slow warm-up; a fixed budget is enough here.
-            kw["kv_cache_memory_bytes"] = opts.extra.get("kv_cache_memory_bytes", 1 << 30)
-        else:
-            kw["gpu_memory_utilization"] = opts.gpu_memory_utilization
-        kw.update({k: v for k, v in opts.extra.items() if k != "kv_cache_memory_bytes"})
+        kw, self._tmp, self.device = engine_kwargs(opts)
         self.engine_args = {k: v for k, v in kw.items() if k != "model"}
-        # the workers (spawned inside LLM()) read this once their loader has the weights, before vLLM processes them
-        moe = worker_settings(opts.expert_counts, opts.routing, opts.seed) if opts.model.is_moe else ""
-        # the counters are traced into the compiled graph, but vLLM's AOT compile cache (0.26, torch >= 2.10) keys
-        # on the config and the forward's code only: a graph saved without them would load without them
-        aot = "0" if moe and opts.expert_counts else os.environ.get("VLLM_USE_AOT_COMPILE")
         try:
-            with _environ(ENV_MOE, moe), _environ("VLLM_USE_AOT_COMPILE", aot):
+            with worker_environment(opts):
                 self.llm = LLM(**kw)
         except Exception as e:  # engine start failures carry vLLM's own reason; keep it to one line
             self.close()
-            hint = ""
-            if self.device == "cpu" and opts.tp * opts.pp > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
-                hint = " (vLLM's CPU build wants a NUMA node per rank: bind cores by hand, e.g. VLLM_CPU_OMP_THREADS_BIND='0|1')"
-            raise UserError(f"vLLM could not start the engine: {type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''}{hint}") from e
+            raise start_failure(e, self.device, opts) from e
         self.ranks = self._rpc("llmprobe_install", self.device == "cuda")
         self.code_path = self._rpc("llmprobe_code_path")[0]
         self._n = 0
