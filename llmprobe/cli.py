@@ -224,6 +224,10 @@ def _rate_list(ctx, param, value):
                    "server limits, ttft=2s,tpot=200ms.")
 @click.option("--warmup", default=4, show_default=True, type=click.IntRange(min=0),
               help="Requests sent at once before the sweep (not kept).")
+@click.option("--url", default=None,
+              help="Load an already running OpenAI-compatible vLLM server here (e.g. http://localhost:8000) instead "
+                   "of an engine in this process; --model then names the model it serves (for its vocabulary).")
+@click.option("--served-model", default=None, help="With --url: the model's name on the server (default: its first).")
 @click.option("--layers", type=int, help="Run only the first N layers (a model too big for the card).")
 @click.option("--dtype", default="bf16", show_default=True)
 @click.option("--max-model-len", type=int, default=None, help="Default: the longest prompt + output.")
@@ -247,6 +251,7 @@ def serve(**options) -> None:
     Examples:
       llmprobe serve --model tiny-llama --rate 2,4,8,inf --num-prompts 50 --prompt-len 64 --gen-len 32
       llmprobe serve --model mixtral --layers 4 --concurrency 1,8,32 --slo ttft=1s,tpot=100ms
+      llmprobe serve --model llama-2-70b --url http://localhost:8000 --rate 1,2,4 --num-prompts 200
     """
     from . import commands
     commands.serve(**options)

@@ -157,7 +157,8 @@ def parse_engine_args(items: tuple[str, ...]) -> dict[str, Any]:
 
 
 def serve(*, model_name: str, rates, concurrencies, arrivals: str, num_prompts: int, prompt_len: int, gen_len: int,
-          range_ratio: float, dataset: str | None, slo: str | None, warmup: int, layers: int | None, dtype: str,
+          range_ratio: float, dataset: str | None, slo: str | None, warmup: int, url: str | None,
+          served_model: str | None, layers: int | None, dtype: str,
           max_model_len: int | None, enforce_eager: bool, tp: int, engine_args: tuple[str, ...], seed: int,
           temperature: float, no_ceilings: bool, provider: str | None, out: str | None, plot: str | None,
           as_json: bool) -> None:
@@ -175,14 +176,16 @@ def serve(*, model_name: str, rates, concurrencies, arrivals: str, num_prompts: 
         try:
             record = run_serve(model_name, rates, concurrencies, arrivals, num_prompts, prompt_len, gen_len,
                                range_ratio, dataset, limits, layers, out, say, opts, warmup,
-                               measure_ceilings=not no_ceilings, provider=provider)
+                               measure_ceilings=not no_ceilings, provider=provider, url=url,
+                               served_model=served_model)
         except KeyboardInterrupt:
             err_console.print(f"interrupted: finished load points are kept in {out}")
             raise
     summaries = [p.summary(limits) for p in record.points]
     if plot:
         from .plots import serve_chart
-        serve_chart(plot, f"{record.config['model']} under load on {record.device.get('name', '?')}", summaries,
+        where = record.config.get("url") or record.device.get("name", "?")
+        serve_chart(plot, f"{record.config['model']} under load on {where}", summaries,
                     gpus=record.config["tp"] * record.config["pp"],
                     per="GPU" if record.device.get("kind") == "cuda" else "CPU")
     if as_json:

@@ -28,9 +28,10 @@ def serve(model: str | ModelSpec, rates: Sequence[float] = (), concurrencies: Se
           range_ratio: float = 0.0, dataset: str | None = None, slo: dict[str, float] | None = None,
           layers: int | None = None, out: str | None = None, progress: Callable[[str], None] | None = None,
           engine_options: dict[str, Any] | None = None, warmup: int = 4, measure_ceilings: bool = True,
-          provider: str | None = None) -> ServeRecord:
+          provider: str | None = None, url: str | None = None, served_model: str | None = None) -> ServeRecord:
     """Sweep ``rates`` (requests/s; inf: all at once) and ``concurrencies`` (all at once, at most that many in
-    flight) on ``model``; return the serve record (also written to ``out``)."""
+    flight) on ``model``, in this process, or on the server at ``url`` that serves it (as ``served_model``, else
+    its first); return the serve record (also written to ``out``)."""
     points = [(float(r), None) for r in rates] + [(math.inf, int(c)) for c in concurrencies]
     if not points:
         raise UserError("give --rate and/or --concurrency: the load points to sweep")
@@ -59,12 +60,15 @@ def serve(model: str | ModelSpec, rates: Sequence[float] = (), concurrencies: Se
     low = min(10, spec.vocab_size - 1)   # clear of the special ids at the bottom of most vocabularies
     base = next(iter(specs.values()))
     prompts = [[rng.randrange(low, spec.vocab_size) for _ in range(s.prompt_len)] for s in base]
-    kind = engine_device("vllm", eo.device)
-    device = describe_device(kind)
-    ceilings = record_ceilings(kind, device, eo.tp, measure_ceilings, say)
+    if url:   # the server's machine is not this one: nothing here describes it, no ceilings are measured
+        device, ceilings = {"kind": "remote", "url": url}, None
+    else:
+        kind = engine_device("vllm", eo.device)
+        device = describe_device(kind)
+        ceilings = record_ceilings(kind, device, eo.tp, measure_ceilings, say)
     config = {"model": spec.name, "model_source": spec.source, "layers": spec.num_layers,
               "full_layers": spec.full_num_layers or spec.num_layers, "layers_note": spec.layers_note,
-              "backend": "vllm", "client": "in-process", "arrivals": arrivals, "num_prompts": num_prompts,
+              "backend": "vllm", "client": "http" if url else "in-process", "url": url, "arrivals": arrivals, "num_prompts": num_prompts,
               "prompt_len": prompt_len, "gen_len": gen_len, "range_ratio": range_ratio, "dataset": dataset,
               "slo": dict(slo or {}), "seed": seed, "warmup": warmup, "rates": [None if math.isinf(p[0]) else p[0] for p in points],
               "concurrencies": [p[1] for p in points], "dtype": eo.dtype, "tp": eo.tp, "pp": eo.pp,
@@ -74,7 +78,7 @@ def serve(model: str | ModelSpec, rates: Sequence[float] = (), concurrencies: Se
                          status="running", provenance=provenance(device), model=spec.summary(),
                          model_config=spec.config, ceilings=ceilings)
     try:
-        asyncio.run(_sweep(eo, record, points, specs, prompts, warmup, out, say))
+        asyncio.run(_sweep(eo, record, points, specs, prompts, warmup, out, say, url, served_model))
         record.status = "complete"
     except KeyboardInterrupt:
         record.status = "interrupted"
@@ -93,20 +97,27 @@ def serve(model: str | ModelSpec, rates: Sequence[float] = (), concurrencies: Se
 
 
 async def _sweep(eo: EngineOptions, record: ServeRecord, points, specs: dict, prompts: list[list[int]], warmup: int,
-                 out: str | None, say: Callable[[str], None]) -> None:
-    from .engines.vllm_serving import ServingEngine
-    say(f"starting vllm (AsyncLLM) for {eo.model.name}")
-    engine = await ServingEngine.start(eo)
-    try:
+                 out: str | None, say: Callable[[str], None], url: str | None, served_model: str | None) -> None:
+    if url:
+        from .engines.http_client import HttpClient
+        engine = HttpClient(url, served_model, eo.temperature)
+        record.engine = await engine.check()
+        device = "remote"
+    else:
+        from .engines.vllm_serving import ServingEngine
+        say(f"starting vllm (AsyncLLM) for {eo.model.name}")
+        engine = await ServingEngine.start(eo)
         record.engine = engine.describe()
+        device = engine.device
+    try:
         if warmup:   # compile and allocate outside every kept point
             say(f"warm-up: {warmup} request(s) at once (not kept)")
             first = next(iter(specs.values()))[:warmup]
             await engine.load_point([RequestSpec(0.0, s.prompt_len, s.output_len) for s in first],
                                     prompts[:warmup], math.inf, None)
-        meter = energy_meter(engine.device, eo.tp * eo.pp)
+        meter = energy_meter(device, eo.tp * eo.pp)
         for k, (rate, conc) in enumerate(points):
-            what = f"concurrency {conc}" if conc else f"rate {rate:g} req/s"
+            what = f"concurrency {conc}" if conc else ("all at once" if math.isinf(rate) else f"rate {rate:g} req/s")
             tag = f"[{k + 1}/{len(points)}] {what}"
             say(f"{tag}: {len(specs[(rate, conc)])} requests")
             before = meter.read_mj() if meter is not None else None

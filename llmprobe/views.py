@@ -224,8 +224,9 @@ def print_serve(record, summaries: list[dict[str, Any]]) -> None:
                      ms(s["itl"], "p99_s"), ms(s["e2el"], "p99_s"), num(s["goodput"]), pct(s["good_fraction"])])
     slo = ", ".join(f"{k} <= {seconds(v)}" for k, v in (summaries[0]["slo"] if summaries else {}).items())
     note = f" [{cfg['layers_note']}]" if cfg.get("layers_note") else ""
-    print_table(f"{cfg['model']}{note} under load — vLLM {(record.engine or {}).get('version', '?')} on "
-                f"{record.device.get('name', '?')}",
+    where = (f"the vLLM server at {cfg['url']}" if cfg.get("url") else
+             f"vLLM {(record.engine or {}).get('version', '?')} on {record.device.get('name', '?')}")
+    print_table(f"{cfg['model']}{note} under load — {where}",
                 ["load", "done", "req/s", "out tok/s", "tok/s/user", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99",
                  "ITL p99", "E2EL p99", "goodput", "in SLO"], rows,
                 caption=f"{cfg['num_prompts']} requests per point, {cfg['arrivals']} arrivals, prompt {cfg['prompt_len']}, "

@@ -120,3 +120,58 @@ def test_a_short_sweep_on_the_real_engine(tmp_path):
     assert rec.points[0].duration_s >= max(r.arrival_s for r in rec.points[0].requests)   # sent at their times
     assert max(s.running for s in rec.points[3].scheduler) <= 4                            # the concurrency cap held
     assert ServeRecord.from_dict(json.loads(out.read_text())) == rec
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_the_http_client_on_a_running_vllm_server(tmp_path):
+    """vLLM's own OpenAI API server on tiny-llama (random weights, a word-level tokenizer written here): llmprobe
+    serve --url times every request to it, each with exactly its tokens, and refuses a model it does not serve."""
+    pytest.importorskip("vllm")
+    import socket
+    import time
+    import urllib.request
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    from llmprobe import resolve_model
+    spec = resolve_model("tiny-llama")
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2} | {f"w{i}": i for i in range(3, spec.vocab_size)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.WhitespaceSplit(), decoders.WordPiece(prefix="##")
+    d = tmp_path / "model"
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>").save_pretrained(d)
+    (d / "config.json").write_text(json.dumps(spec.config))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(d),
+                               "--served-model-name", "tiny", "--load-format", "dummy", "--enforce-eager",
+                               "--max-model-len", "128", "--port", str(port), "--kv-cache-memory-bytes", str(1 << 30)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            time.sleep(2)
+            assert server.poll() is None, "the vLLM server exited"
+            try:
+                urllib.request.urlopen(f"{url}/v1/models", timeout=2)
+                break
+            except OSError:
+                continue
+        out = tmp_path / "http.json"
+        r = subprocess.run([sys.executable, "-m", "llmprobe", "serve", "--model", "tiny-llama", "--url", url,
+                            "--rate", "20,inf", "--num-prompts", "8", "--prompt-len", "24", "--gen-len", "6",
+                            "--warmup", "1", "--out", str(out), "--json"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        rec = ServeRecord.from_dict(json.loads(out.read_text()))
+        assert rec.engine["served_model"] == "tiny" and rec.config["client"] == "http" and rec.ceilings is None
+        for p in rec.points:
+            assert all(q.error is None and q.output_tokens == 6 and len(q.itl_s) == 5 for q in p.requests)
+            assert not p.steps          # the server's steps are not visible from its HTTP API
+        r = subprocess.run([sys.executable, "-m", "llmprobe", "serve", "--model", "tiny-llama", "--url", url,
+                            "--served-model", "other", "--rate", "1", "--out", str(tmp_path / "x.json")],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "is not served at" in r.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
