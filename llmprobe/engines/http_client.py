@@ -70,9 +70,10 @@ class HttpClient:
                 await asyncio.sleep(max(0.0, t0 + spec.arrival_s - time.perf_counter()))
                 if gate is not None:
                     await gate.acquire()
-                body = {"model": self.model, "prompt": prompt, "max_tokens": spec.output_len,
-                        "min_tokens": spec.output_len, "ignore_eos": True, "temperature": self.temperature,
-                        "stream": True, "stream_options": {"include_usage": True}}
+                # bench serve's payload: ignore_eos alone makes the length exact (min_tokens would add a logits
+                # processor to every step of the server's sampler)
+                body = {"model": self.model, "prompt": prompt, "max_tokens": spec.output_len, "ignore_eos": True,
+                        "temperature": self.temperature, "stream": True, "stream_options": {"include_usage": True}}
                 sent = time.perf_counter() - t0
                 stamps: list[float] = []
                 tokens, error = 0, None

@@ -106,7 +106,7 @@ class ServingEngine:
             nonlocal done
             rid = f"llmprobe-serve-{self._n}-{i}"
             await asyncio.sleep(max(0.0, t0 + spec.arrival_s - time.perf_counter()))
-            sp = SamplingParams(max_tokens=spec.output_len, min_tokens=spec.output_len, ignore_eos=True,
+            sp = SamplingParams(max_tokens=spec.output_len, ignore_eos=True,
                                 temperature=self.opts.temperature, top_p=1.0, detokenize=False,
                                 output_kind=RequestOutputKind.DELTA)
             if gate is not None:
