@@ -220,14 +220,22 @@ def cost_chart(path: str, rows: list[dict[str, Any]]) -> str:
 
 def serve_chart(path: str, title: str, summaries: list[dict[str, Any]], gpus: int = 1, per: str = "GPU") -> str:
     """Left: the frontier InferenceX plots, output tokens/s per GPU against tokens/s one user sees (1 / median
-    TPOT), one point per load point; right: throughput and goodput against the offered load."""
+    TPOT): one point per load point, the line through those no other point beats on both axes; right:
+    throughput and goodput against the offered load."""
     plt = _plt()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8))
     pts = sorted((s for s in summaries if s["output_throughput_per_user"] and s["output_throughput"]),
                  key=lambda s: s["output_throughput_per_user"])
     labels = [f"{s['max_concurrency']} in flight" if s["max_concurrency"] else
               ("all at once" if s["rate"] is None else f"{s['rate']:g} req/s") for s in pts]
-    ax.plot([s["output_throughput_per_user"] for s in pts], [s["output_throughput"] / gpus for s in pts], "o-")
+    ax.plot([s["output_throughput_per_user"] for s in pts], [s["output_throughput"] / gpus for s in pts], "o")
+    front, best = [], 0.0
+    for s in reversed(pts):   # from the most interactive: a point is on the frontier if it adds throughput
+        if s["output_throughput"] > best:
+            front.append(s)
+            best = s["output_throughput"]
+    ax.plot([s["output_throughput_per_user"] for s in front], [s["output_throughput"] / gpus for s in front], "-",
+            color="C0", label="frontier")
     for s, lab in zip(pts, labels):
         ax.annotate(lab, (s["output_throughput_per_user"], s["output_throughput"] / gpus), textcoords="offset points",
                     xytext=(5, 5), fontsize=7)

@@ -708,8 +708,11 @@ SERVE_METHODOLOGIES = {
     "serve-1": "open-loop arrivals (poisson or constant, seeded) of token-id prompts on the in-process AsyncLLM, "
                "EOS ignored, prefix caching off; each request timed from its send to each token's arrival at the "
                "caller (DELTA outputs); the engine's steps timed by the step hooks; scheduler stats per step",
+    "serve-2": "as serve-1, and: requests ask for their length with ignore_eos alone (no min_tokens, which adds a "
+               "logits processor to every step), as bench serve does; arrivals on bench serve's schedule (request i "
+               "after i + 1 gaps, Poisson gaps rescaled so the last request goes at n/rate)",
 }
-SERVE_METHODOLOGY = "serve-1: " + SERVE_METHODOLOGIES["serve-1"]
+SERVE_METHODOLOGY = "serve-2: " + SERVE_METHODOLOGIES["serve-2"]
 
 
 @dataclass(slots=True)

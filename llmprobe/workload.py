@@ -1,9 +1,10 @@
 """A serving workload, as data: when requests arrive, how long their prompts and outputs are, and the latency
 objective (SLO) a request must meet to count as goodput. Pure and seeded: the same seed gives the same requests.
 
-Arrivals follow vLLM's ``bench serve`` (vllm/benchmarks/serve.py): ``poisson`` draws exponential gaps of mean
-1/rate, ``constant`` spaces requests exactly 1/rate apart; a rate of ``inf`` sends every request at once (then
-``max_concurrency`` bounds how many are in flight). Lengths are fixed, or uniform within ``range_ratio`` of the
+Arrivals follow vLLM's ``bench serve`` (vllm/benchmarks/serve.py, ``get_request``): request i is sent after i + 1
+gaps; ``poisson`` draws exponential gaps of mean 1/rate and rescales their sum so that the last request is sent
+at exactly n/rate (which steadies a point's throughput from seed to seed), ``constant`` spaces them exactly 1/rate
+apart; a rate of ``inf`` sends every request at once (then ``max_concurrency`` bounds how many are in flight). Lengths are fixed, or uniform within ``range_ratio`` of the
 given lengths as vLLM's random dataset draws them, or read from a dataset file of (prompt, output) lengths.
 """
 
@@ -35,7 +36,7 @@ class RequestSpec:
 
 
 def arrival_times(n: int, rate: float, process: str, rng: random.Random) -> list[float]:
-    """``n`` send times (s from the first request's), first at 0."""
+    """``n`` send times (s from the load point's start), the last at n/rate."""
     if process not in ARRIVALS:
         raise UserError(f"unknown arrival process {process!r}; known: {', '.join(ARRIVALS)}")
     if not rate > 0:
@@ -43,10 +44,11 @@ def arrival_times(n: int, rate: float, process: str, rng: random.Random) -> list
     if math.isinf(rate):
         return [0.0] * n
     out, t = [], 0.0
-    for i in range(n):
-        out.append(t)
+    for _ in range(n):
         t += rng.expovariate(rate) if process == "poisson" else 1.0 / rate
-    return out
+        out.append(t)
+    scale = n / rate / out[-1]
+    return [x * scale for x in out]
 
 
 def lengths(n: int, prompt_len: int, output_len: int, range_ratio: float, rng: random.Random,

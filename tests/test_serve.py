@@ -17,11 +17,11 @@ from llmprobe.workload import arrival_times, parse_slo, read_dataset, workload
 
 def test_arrivals_are_seeded_and_have_the_asked_rate():
     a = arrival_times(2000, 4.0, "poisson", random.Random(1))
-    assert a == arrival_times(2000, 4.0, "poisson", random.Random(1)) and a[0] == 0.0
-    gaps = [y - x for x, y in zip(a, a[1:])]
+    assert a == arrival_times(2000, 4.0, "poisson", random.Random(1)) and a[-1] == pytest.approx(500.0)   # n / rate
+    gaps = [y - x for x, y in zip([0.0] + a, a)]                    # as vLLM's bench serve: the first after a gap
     assert sum(gaps) / len(gaps) == pytest.approx(0.25, rel=0.06)            # mean gap 1/rate
     assert sum(g * g for g in gaps) / len(gaps) == pytest.approx(2 * 0.25 ** 2, rel=0.15)   # exponential: E[g^2] = 2/r^2
-    assert arrival_times(5, 4.0, "constant", random.Random(1)) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert arrival_times(5, 4.0, "constant", random.Random(1)) == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.25])
     assert arrival_times(3, math.inf, "poisson", random.Random(1)) == [0.0, 0.0, 0.0]
 
 
