@@ -96,11 +96,13 @@ class HttpClient:
                                     stamps.append(time.perf_counter() - t0)
                                 elif chunk.get("usage"):
                                     tokens = chunk["usage"].get("completion_tokens") or tokens
-                except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as e:
+                except Exception as e:  # as bench serve: any failure fails this request, never the whole point
                     error = f"{type(e).__name__}: {e}"
                 finally:
                     if gate is not None:
                         gate.release()
+                if error is None and not stamps:
+                    error = "no token chunk received"
                 done += 1
                 if say is not None and done % max(1, len(specs) // 4) == 0:
                     say(f"{done}/{len(specs)} requests done")

@@ -1,5 +1,5 @@
-"""The vLLM engine under load: ``AsyncLLM`` in this process, each request sent at its arrival time by its own
-task, every output chunk timed as it reaches the caller (DELTA outputs), as vLLM's ``bench serve`` times them
+"""The vLLM engine under load: ``AsyncLLM``'s client in this process (its engine core in its own process, as
+vLLM runs it), each request sent at its arrival time by its own task, every output chunk timed as it reaches the caller (DELTA outputs), as vLLM's ``bench serve`` times them
 from the client side. The offline engine's step hooks time every step inside the workers meanwhile, and a stat
 logger keeps the scheduler's view after each step (KV cache in use, running, waiting, preempted).
 """
@@ -18,6 +18,9 @@ from .base import EngineOptions
 from .vllm_engine import engine_kwargs, import_vllm, start_failure, worker_environment
 from .vllm_hooks import merge_ranks
 from .routing import patch_vllm_loader
+
+
+FETCH_TIMEOUT_S = 600
 
 
 class _SchedulerLog:
@@ -85,7 +88,7 @@ class ServingEngine:
         return self
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": "vllm", "client": "AsyncLLM (in process)", "version": self.version, "device": self.device,
+        return {"backend": "vllm", "client": "AsyncLLM in this process", "version": self.version, "device": self.device,
                 "args": self.engine_args, "ranks": len(self.ranks)}
 
     async def load_point(self, specs: Sequence[RequestSpec], prompts: Sequence[list[int]], rate: float,
@@ -96,7 +99,7 @@ class ServingEngine:
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
         self._n += 1
-        await self.engine.collective_rpc("llmprobe_fetch")   # nothing from before this point
+        await self._fetch()   # nothing from before this point
         self.log.take(time.perf_counter())
         gate = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         t0 = time.perf_counter()
@@ -135,7 +138,7 @@ class ServingEngine:
                                  itl_s=[b - a for a, b in zip(stamps, stamps[1:])], error=error)
         requests = await asyncio.gather(*(one(i, s, p) for i, (s, p) in enumerate(zip(specs, prompts))))
         duration = time.perf_counter() - t0
-        merged = merge_ranks(await self.engine.collective_rpc("llmprobe_fetch"))
+        merged = merge_ranks(await self._fetch())
         ids = [r.id for r in requests]
         rename: dict[str, str] = {}
 
@@ -149,6 +152,14 @@ class ServingEngine:
             steps.append(Step.measured(k, seqs, t_start_s=st.pop("t_start") - t0, t_end_s=st.pop("t_end") - t0, **st))
         return LoadPoint(rate=None if math.isinf(rate) else rate, max_concurrency=max_concurrency, duration_s=duration, requests=list(requests),
                          steps=steps, scheduler=self.log.take(t0))
+
+    async def _fetch(self) -> list:
+        """The workers' step records; vLLM 0.26 leaves a utility call waiting forever on a dead engine core,
+        so the wait is bounded (a step list takes well under a second to fetch)."""
+        try:
+            return await asyncio.wait_for(self.engine.collective_rpc("llmprobe_fetch"), FETCH_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise RuntimeError(f"the engine's workers did not answer within {FETCH_TIMEOUT_S} s (engine core dead?)") from None
 
     def close(self) -> None:
         engine = getattr(self, "engine", None)
