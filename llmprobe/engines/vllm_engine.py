@@ -65,6 +65,23 @@ def import_vllm():
     return vllm
 
 
+def typed_steps(per_rank: list[list[dict[str, Any]]], ids: list[str], t0: float) -> list[Step]:
+    """The workers' step records (one list per rank, merged: the slowest rank's times), typed, on the caller's
+    clock from ``t0`` (perf_counter is system-wide), with vLLM's internal request ids (ours with a suffix) mapped
+    back to ``ids``."""
+    rename: dict[str, str] = {}
+
+    def ours(rid: str) -> str:
+        if rid not in rename:
+            rename[rid] = next((i for i in ids if rid == i or rid.startswith(i + "-")), rid)
+        return rename[rid]
+    steps = []
+    for k, st in enumerate(merge_ranks(per_rank)):
+        seqs = [[ours(row[0]), *row[1:]] for row in st.pop("seqs")]
+        steps.append(Step.measured(k, seqs, t_start_s=st.pop("t_start") - t0, t_end_s=st.pop("t_end") - t0, **st))
+    return steps
+
+
 def engine_kwargs(opts: EngineOptions) -> tuple[dict[str, Any], tempfile.TemporaryDirectory | None, str]:
     """vLLM's engine arguments for ``opts``, the temporary model folder they name (random weights: a config.json
     only, nothing downloaded) and the device ("cuda" | "cpu"). Shared by the offline and the serving engine."""
@@ -256,18 +273,7 @@ class VllmEngine(Engine):
                     self._rpc("llmprobe_trace_finish")
             raise
         windows = [w for w in self._rpc("llmprobe_trace_finish") if w] if trace is not None else []
-        merged = merge_ranks(self._rpc("llmprobe_fetch"))
-        # Engine-internal request ids carry a suffix: map them back to ours.
-        rename: dict[str, str] = {}
-
-        def ours(rid: str) -> str:
-            if rid not in rename:
-                rename[rid] = next((i for i in ids if rid == i or rid.startswith(i + "-")), rid)
-            return rename[rid]
-        steps = []
-        for k, st in enumerate(merged):
-            seqs = [[ours(row[0]), *row[1:]] for row in st.pop("seqs")]
-            steps.append(Step.measured(k, seqs, t_start_s=st.pop("t_start") - t0, t_end_s=st.pop("t_end") - t0, **st))
+        steps = typed_steps(self._rpc("llmprobe_fetch"), ids, t0)
         requests = [Request.timed(rid, len(p), times[rid]) for rid, p in zip(ids, prompts)]
         for r in requests:
             r.engine_ttft_s = metrics.get(r.id)

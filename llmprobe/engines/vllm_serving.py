@@ -12,11 +12,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..records import LoadPoint, SchedulerSample, ServedRequest, Step
+from ..records import LoadPoint, SchedulerSample, ServedRequest
 from ..workload import RequestSpec
 from .base import EngineOptions
-from .vllm_engine import engine_kwargs, import_vllm, start_failure, worker_environment
-from .vllm_hooks import merge_ranks
+from .vllm_engine import engine_kwargs, import_vllm, start_failure, typed_steps, worker_environment
 from .routing import patch_vllm_loader
 
 
@@ -138,20 +137,9 @@ class ServingEngine:
                                  itl_s=[b - a for a, b in zip(stamps, stamps[1:])], error=error)
         requests = await asyncio.gather(*(one(i, s, p) for i, (s, p) in enumerate(zip(specs, prompts))))
         duration = time.perf_counter() - t0
-        merged = merge_ranks(await self._fetch())
-        ids = [r.id for r in requests]
-        rename: dict[str, str] = {}
-
-        def ours(rid: str) -> str:   # engine-internal ids carry a suffix
-            if rid not in rename:
-                rename[rid] = next((i for i in ids if rid == i or rid.startswith(i + "-")), rid)
-            return rename[rid]
-        steps = []
-        for k, st in enumerate(merged):
-            seqs = [[ours(row[0]), *row[1:]] for row in st.pop("seqs")]
-            steps.append(Step.measured(k, seqs, t_start_s=st.pop("t_start") - t0, t_end_s=st.pop("t_end") - t0, **st))
-        return LoadPoint(rate=None if math.isinf(rate) else rate, max_concurrency=max_concurrency, duration_s=duration, requests=list(requests),
-                         steps=steps, scheduler=self.log.take(t0))
+        steps = typed_steps(await self._fetch(), [r.id for r in requests], t0)
+        return LoadPoint(rate=None if math.isinf(rate) else rate, max_concurrency=max_concurrency, duration_s=duration,
+                         requests=list(requests), steps=steps, scheduler=self.log.take(t0))
 
     async def _fetch(self) -> list:
         """The workers' step records; vLLM 0.26 leaves a utility call waiting forever on a dead engine core,
