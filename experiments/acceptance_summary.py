@@ -31,7 +31,8 @@ def steps(out: Path) -> None:
     print(f"{'step':52} {'exit':>4} {'s':>5}")
     for line in f.read_text().splitlines():
         name, rc, secs = line.split("\t")
-        print(f"{name:52} {rc:>4} {secs:>5}" + ("  TIMED OUT" if rc == "124" else ""))
+        print(f"{name:52} {rc:>4} {secs:>5}" + ("  TIMED OUT" if rc == "124" else "")
+              + ("  SKIPPED (deadline)" if rc == "skip" else ""))
 
 
 def ceilings(out: Path) -> None:
@@ -87,11 +88,62 @@ def profiles(out: Path) -> None:
     print(f"\nreport: {out / 'report' / 'report.html'}")
 
 
+def mamf(out: Path) -> None:
+    for f in sorted(out.glob("mamf-*.json")):
+        d = _load(f)
+        if not d:
+            continue
+        b, s, c = d["best"], d["sustained"], d.get("ceiling") or {}
+        print(f"\nmamf-style sweep {d['dtype']}: best {b['flops_per_s'] / 1e12:.1f} TFLOP/s at {b['m']}x{b['n']}x{b['k']} "
+              f"{b['layout']} ({d['shapes_timed']} of {d['grid_shapes']} shapes in {d['sweep_s']:.0f} s); sustained "
+              f"{s['flops_per_s'] / 1e12:.1f} TFLOP/s over {s['seconds']:g} s"
+              + (f" at {s['power_w_median']:.0f} W of {s['power_limit_w']:.0f} W, SM {s['sm_clock_mhz_median']:.0f} MHz"
+                 if s.get("power_w_median") else "")
+              + (f"; roofline's ceiling {c['of_sweep_best']:.3f}x it" if c.get("of_sweep_best") else ""))
+
+
+def targets(out: Path) -> None:
+    """Issue #29's targets, from whatever exists so far."""
+    rows = []
+    roof = _load(out / "roofline.json") if (out / "roofline.json").is_file() else None
+    if roof and "measured" in roof:
+        m = Measurement.from_dict(roof["measured"])
+        ds = m.datasheet
+        if ds and m.best_stream_bytes_per_s:
+            rows.append(("best stream / datasheet", m.best_stream_bytes_per_s / ds.hbm_bytes_per_s, 0.93))
+        own = next((t for t in judge(m) if t["target"].startswith("llmprobe's best stream")), None)
+        if own and own["ratio"]:
+            rows.append(("own copy / torch copy_", own["ratio"], 0.97))
+    bf16 = _load(out / "mamf-bf16.json") if (out / "mamf-bf16.json").is_file() else None
+    if bf16 and (bf16.get("ceiling") or {}).get("of_sweep_best"):
+        rows.append(("bf16 ceiling / mamf-style best", bf16["ceiling"]["of_sweep_best"], 0.99))
+    ex = _load(out / "explain.json") if (out / "explain.json").is_file() else None
+    for s in (ex or {}).get("scenarios", []):
+        rec = next(r for r in ex["records"] if r["path"] == s["record"])
+        tag = f"{rec['model']} b{s['batch']}"
+        dec = (s.get("achieved") or {}).get("decode") or {}
+        if s["batch"] == 1 and dec.get("bandwidth_fraction") is not None:
+            rows.append((f"{tag}: decode / measured read bandwidth", dec["bandwidth_fraction"], 0.85))
+        for ph, cov in ((s.get("kernels") or {}).get("coverage") or {}).items():
+            if cov is not None:
+                rows.append((f"{tag}: traced {ph} step in kernels", cov, 0.90))
+    if rows:
+        print(f"\n{'target':58} {'value':>7} {'need':>6}")
+        for name, v, need in rows:
+            print(f"{name:58} {v:7.3f} {need:6.2f}  {'PASS' if v >= need else 'MISS'}")
+    for f in sorted(out.glob("score-*.md")):
+        text = f.read_text().strip().splitlines()
+        if text:
+            print(f"{f.stem}: {text[-1]}")
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     steps(out)
     ceilings(out)
+    mamf(out)
     profiles(out)
+    targets(out)
 
 
 if __name__ == "__main__":

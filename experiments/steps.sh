@@ -11,15 +11,27 @@ export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 export LLMPROBE_CACHE_DIR="$out/cache"
 export PYTHONUNBUFFERED=1
 t0=$(date +%s)
-: >"$out/steps.tsv"
+[ -n "${keep_steps:-}" ] || : >"$out/steps.tsv"   # a later call of one sequence appends to the earlier's steps
 
 summarize() { "$py" "$here/experiments/acceptance_summary.py" "$out" >"$out/summary.txt" 2>>"$out/summary.log" || true; }
 
 # step NAME TIMEOUT_S LOG -- COMMAND...
+# With $deadline_s set (seconds from the script's start), a step's timeout is cut to what is left before it,
+# and a step with less than $min_step_s (default 20) left is skipped: recorded as "skip", never started.
 step() {
     local name=$1 limit=$2 log=$3; shift 4
     local s rc
     s=$(date +%s)
+    if [ "${deadline_s:-0}" -gt 0 ]; then
+        local left=$(( deadline_s - (s - t0) ))
+        if [ "$left" -lt "${min_step_s:-20}" ]; then
+            echo "[$(( s - t0 ))s] $name: skipped, ${left}s left before the ${deadline_s}s deadline" >&2
+            printf '%s\tskip\t0\n' "$name" >>"$out/steps.tsv"
+            summarize
+            return 0
+        fi
+        [ "$left" -lt "$limit" ] && limit=$left
+    fi
     echo "[$(( s - t0 ))s] $name (timeout ${limit}s)" >&2
     timeout --kill-after=10 "$limit" "$@" >"$out/$log" 2>"$out/${log%.*}.err"
     rc=$?

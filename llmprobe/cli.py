@@ -132,6 +132,9 @@ def roofline(**options) -> None:
 @click.option("--batch", default="1,8", callback=_int_list, show_default=True, help="Batch sizes, comma-separated: prompts submitted together (e.g. 1,8).")
 @click.option("--prompt-len", default="256", callback=_int_list, show_default=True, help="Prompt lengths in tokens, comma-separated.")
 @click.option("--gen-len", default="256", callback=_int_list, show_default=True, help="Tokens to generate per prompt, comma-separated.")
+@click.option("--scenario", "scenario_specs", multiple=True, metavar="BxPxG",
+              help="A scenario as batch x prompt x generation, e.g. 8x1024x128 (repeatable); replaces the "
+                   "--batch/--prompt-len/--gen-len grid, for lists that are no grid.")
 @click.option("--runs", default=5, show_default=True, type=int, help="Measured runs per scenario.")
 @click.option("--warmup", default=1, show_default=True, type=int, help="Warm-up runs per scenario (not measured).")
 @click.option("--layers", type=int, help="Run only the first N layers (a model too big for the card).")
@@ -166,6 +169,9 @@ def roofline(**options) -> None:
 @click.option("--trace-steps", default=0, show_default=True, type=click.IntRange(min=0),
               help="After each scenario's measured runs, trace N prefill and N decode steps with the PyTorch "
                    "profiler in extra runs: kernel classes and their floors in `explain` (traces saved beside the record).")
+@click.option("--trace-graphs", is_flag=True,
+              help="CUDA: replay CUDA graphs in the traced steps too (CUPTI from CUDA 13.1 Update 1 attributes "
+                   "replayed kernels; before it, the default runs the traced steps without graphs).")
 @click.option("--no-ceilings", "no_ceilings", is_flag=True,
               help="Where no ceilings are saved for this device, do not measure the quick pass first "
                    "(`explain` then needs --gpu, --ceilings or a `llmprobe roofline` on this machine).")
@@ -229,8 +235,11 @@ def _rate_list(ctx, param, value):
                    "of an engine in this process; --model then names the model it serves (for its vocabulary).")
 @click.option("--served-model", default=None, help="With --url: the model's name on the server (default: its first).")
 @click.option("--layers", type=int, help="Run only the first N layers (a model too big for the card).")
-@click.option("--dtype", default="bf16", show_default=True)
+@click.option("--dtype", default="bf16", show_default=True, help="Activation/weight dtype: bf16 or fp16.")
+@click.option("--quantization", default=None, help="vLLM quantization method, e.g. fp8.")
+@click.option("--kv-cache-dtype", default="auto", show_default=True)
 @click.option("--max-model-len", type=int, default=None, help="Default: the longest prompt + output.")
+@click.option("--gpu-memory-utilization", default=0.9, show_default=True, type=float)
 @click.option("--enforce-eager", is_flag=True, help="No CUDA graphs / torch.compile.")
 @click.option("--tp", default=1, show_default=True, type=int, help="Tensor-parallel degree (vLLM's executor).")
 @click.option("--engine-arg", "engine_args", multiple=True, metavar="KEY=VALUE",
@@ -265,14 +274,21 @@ def serve(**options) -> None:
 @click.option("--gpu", default=None, help="Explain against this catalog GPU's datasheet instead.")
 @click.option("--ceilings", "ceilings_path", type=click.Path(dir_okay=False),
               help="Explain against the ceilings of a `llmprobe roofline --json` output.")
+@click.option("--slo", default=None, help="Serve records: judge against these limits (e.g. ttft=1s,tpot=100ms) "
+                                          "instead of the record's own.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def explain(**options) -> None:
     """Measured tokens/s against the roofline, and where the time went.
+
+    A serve record (llmprobe serve) is explained under load: per load point, the engine's batch, tokens per step,
+    steps against their floors, KV cache and preemptions, and where the requests' latency went; then, in one line,
+    what bounds the SLO at the knee.
 
     \b
     Examples:
       llmprobe explain results/mixtral-vllm-*.json
       llmprobe explain run.json --gpu h100-sxm --report report/      # against a datasheet, with figures
+      llmprobe explain results/tiny-llama-serve-*.json --slo ttft=500ms,tpot=50ms
     """
     from . import commands
     commands.explain(**options)

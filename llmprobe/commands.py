@@ -104,15 +104,14 @@ def roofline(*, gpu: str, model_name: str | None, batch, prompt_len, gen_len, dt
         console.print(f"roofline chart written to {plot}")
 
 
-def profile(*, model_name: str, backend: str, batch, prompt_len, gen_len, runs: int, warmup: int,
+def profile(*, model_name: str, backend: str, batch, prompt_len, gen_len, scenario_specs: tuple[str, ...] = (),
+            runs: int, warmup: int,
             layers: int | None, provider: str | None, out: str | None, as_json: bool, trace_steps: int = 0,
             no_ceilings: bool = False, distributed_executor_backend: str | None = None, engine_args: tuple[str, ...] = (),
             **engine: Any) -> None:
     """``engine``: the fields of engines.EngineOptions, as the command line gave them."""
     from .profiling import profile as run_profile, scenarios_from
-    if str(engine.get("dtype", "")).lower() in ("fp8", "int8", "int4", "float8"):
-        raise UserError(f"--dtype is the activation format (bf16 or fp16); for {engine['dtype']} weights use "
-                        f"--quantization (e.g. --quantization fp8)")
+    _refuse_quantized_dtype(engine.get("dtype", ""))
     if engine.get("weights") == "real" and not os.path.isdir(model_name):
         raise UserError("--weights real needs --model to be a local checkpoint folder")
     resolve_model(model_name)  # fail fast on a bad name, before any engine import
@@ -126,7 +125,7 @@ def profile(*, model_name: str, backend: str, batch, prompt_len, gen_len, runs: 
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = os.path.join("results", f"{re.sub(r'[^A-Za-z0-9._-]+', '_', os.path.basename(model_name.rstrip('/')))}-{backend}-{stamp}.json")
-    scenarios = scenarios_from(batch, prompt_len, gen_len)
+    scenarios = [parse_scenario(x) for x in scenario_specs] or scenarios_from(batch, prompt_len, gen_len)
     with progress("llmprobe profile") as say, stdout_to_stderr():
         try:
             record = run_profile(model_name, scenarios, backend=backend, runs=runs, warmup=warmup, layers=layers,
@@ -140,6 +139,21 @@ def profile(*, model_name: str, backend: str, batch, prompt_len, gen_len, runs: 
         return emit_json(record.to_dict())
     views.print_profile(record)
     console.print(f"run record: {out}")
+
+
+def parse_scenario(text: str):
+    """BATCHxPROMPTxGEN, e.g. 8x1024x128."""
+    from .profiling import Scenario
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise UserError(f"--scenario {text!r}: expected BATCHxPROMPTxGEN with positive integers, e.g. 8x1024x128")
+    return Scenario(*(int(p) for p in parts))
+
+
+def _refuse_quantized_dtype(dtype: str) -> None:
+    if str(dtype).lower() in ("fp8", "int8", "int4", "float8"):
+        raise UserError(f"--dtype is the activation format (bf16 or fp16); for {dtype} weights use "
+                        f"--quantization (e.g. --quantization fp8)")
 
 
 def parse_engine_args(items: tuple[str, ...]) -> dict[str, Any]:
@@ -158,20 +172,24 @@ def parse_engine_args(items: tuple[str, ...]) -> dict[str, Any]:
 
 def serve(*, model_name: str, rates, concurrencies, arrivals: str, num_prompts: int, prompt_len: int, gen_len: int,
           range_ratio: float, dataset: str | None, slo: str | None, warmup: int, url: str | None,
-          served_model: str | None, layers: int | None, dtype: str,
-          max_model_len: int | None, enforce_eager: bool, tp: int, engine_args: tuple[str, ...], seed: int,
+          served_model: str | None, layers: int | None, dtype: str, quantization: str | None, kv_cache_dtype: str,
+          max_model_len: int | None, gpu_memory_utilization: float, enforce_eager: bool, tp: int,
+          engine_args: tuple[str, ...], seed: int,
           temperature: float, no_ceilings: bool, provider: str | None, out: str | None, plot: str | None,
           as_json: bool) -> None:
     from .serving import serve as run_serve
     from .workload import parse_slo
     limits = parse_slo(slo)   # before any engine starts: a bad key is one line, at once
+    _refuse_quantized_dtype(dtype)
     resolve_model(model_name)
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = os.path.join("results", f"{re.sub(r'[^A-Za-z0-9._-]+', '_', os.path.basename(model_name.rstrip('/')))}"
                                       f"-serve-{stamp}.json")
-    opts = {"dtype": torch_name(dtype), "max_model_len": max_model_len, "enforce_eager": enforce_eager, "tp": tp,
-            "seed": seed, "temperature": temperature, "extra": parse_engine_args(engine_args)}
+    opts = {"dtype": torch_name(dtype), "quantization": quantization, "kv_cache_dtype": kv_cache_dtype,
+            "max_model_len": max_model_len, "gpu_memory_utilization": gpu_memory_utilization,
+            "enforce_eager": enforce_eager, "tp": tp, "seed": seed, "temperature": temperature,
+            "extra": parse_engine_args(engine_args)}
     with progress("llmprobe serve") as say, stdout_to_stderr():
         try:
             record = run_serve(model_name, rates, concurrencies, arrivals, num_prompts, prompt_len, gen_len,
@@ -182,6 +200,8 @@ def serve(*, model_name: str, rates, concurrencies, arrivals: str, num_prompts: 
             err_console.print(f"interrupted: finished load points are kept in {out}")
             raise
     summaries = [p.summary(limits) for p in record.points]
+    from .underload import explain_serve
+    explained = explain_serve(record, serve_context(record), limits)
     if plot:
         from .plots import serve_chart
         where = record.config.get("url") or record.device.get("name", "?")
@@ -190,34 +210,66 @@ def serve(*, model_name: str, rates, concurrencies, arrivals: str, num_prompts: 
                     per="GPU" if record.device.get("kind") == "cuda" else "CPU")
     if as_json:
         err_console.print(f"serve record: {out}")
-        return emit_json({"record": out, "points": summaries})
+        return emit_json({"record": out, "points": summaries, "knee": explained.knee, "verdict": explained.verdict})
     views.print_serve(record, summaries)
-    console.print(f"serve record: {out}" + (f"; chart: {plot}" if plot else ""))
+    console.print(f"at the knee: {explained.verdict}")
+    console.print(f"serve record: {out}" + (f"; chart: {plot}" if plot else "")
+                  + f"\nwhy, per point: llmprobe explain {out}; $/Mtok in and out: llmprobe compare {out}")
 
 
 def explain(*, records: list[str], report_dir: str | None, gpu: str | None, ceilings_path: str | None,
-            as_json: bool) -> None:
+            slo: str | None, as_json: bool) -> None:
     from .context import RecordContext
     from .explain import explain as explain_context
-    from .records import load_run_record
+    from .records import RunRecord, ServeRecord, load_json
+    from .underload import explain_serve
+    from .workload import parse_slo
     ceilings = _load_ceilings(ceilings_path) if ceilings_path else None
-    items = []
+    limits = parse_slo(slo) if slo else None
+    items, served = [], []
     for p in records:
-        record = load_run_record(p)
+        doc = load_json(p, "record")
+        if isinstance(doc, dict) and doc.get("kind") == "llmprobe.serve":
+            serve_record = ServeRecord.from_dict(doc, p)
+            if not serve_record.points:
+                raise UserError(f"{p}: the serve record has no finished load point to explain")
+            served.append((p, explain_serve(serve_record, serve_context(serve_record, gpu, ceilings), limits),
+                           serve_record))
+            continue
+        record = RunRecord.from_dict(doc, p)
         if not record.scenarios:
             raise UserError(f"{p}: the run record has no finished scenario to explain")
         ctx = RecordContext.of(record, gpu, ceilings)
         items.append((p, explain_context(ctx), ctx))
     files = []
-    if report_dir:
+    if report_dir and items:
         from .report import write_report
         files = write_report(report_dir, items)
+    if report_dir and served:   # a serve record's report: its timeline per load point
+        from .plots import serve_timeline
+        os.makedirs(report_dir, exist_ok=True)
+        for p, ex, rec in served:
+            stem = re.sub(r"\.json(\.gz)?$", "", os.path.basename(p))
+            if any(pt.steps for pt in rec.points):
+                files.append(serve_timeline(os.path.join(report_dir, f"{stem}-timeline.png"),
+                                            f"{ex.model} under load: the engine over time", rec.points))
     if as_json:
         docs = [(p, ex.to_dict()) for p, ex, _ in items]
         return emit_json({"scenarios": [dict(s, record=p) for p, ex in docs for s in ex["scenarios"]],
                           "records": [{k: v for k, v in ex.items() if k != "scenarios"} | {"path": p} for p, ex in docs],
+                          "serve": [dict(ex.to_dict(), path=p) for p, ex, _ in served],
                           "report_files": files})
-    views.print_explain(items, files)
+    views.print_explain(items)
+    views.print_serve_explain([(p, ex) for p, ex, _ in served])
+    for f in files:
+        console.print(f"wrote {f}")
+
+
+def serve_context(record, gpu: str | None = None, ceilings: Ceilings | None = None):
+    """The serve record's floors where its ceilings are known, else None (its requests are still explained)."""
+    from .context import RecordContext, record_gpu_id
+    known = gpu or ceilings is not None or record.ceilings or record_gpu_id(record) not in (None, "cpu")
+    return RecordContext.of(record, gpu, ceilings) if known and any(p.steps for p in record.points) else None
 
 
 def predict(*, records: list[str], batch, prompt_len, gen_len, gpu: str | None, ceilings_path: str | None, tp: int,
@@ -262,12 +314,19 @@ def compare(*, records: list[str], prices_file: str | None, provider: str | None
             efficiency: float | None, csv_out: str | None, md_out: str | None, plot: str | None, as_json: bool) -> None:
     from . import compare as cmp
     from .pricing import load_prices
-    from .records import atomic_write_text, load_run_record
+    from .records import RunRecord, ServeRecord, atomic_write_text, load_json
     if tokens is not None and tokens <= 0:
         raise UserError("--tokens must be positive")
     price_list = load_prices(prices_file)
     batches, paths = batch, records
-    records = [(p, load_run_record(p)) for p in paths]
+    docs = [(p, load_json(p, "record")) for p in paths]
+    served = [(p, ServeRecord.from_dict(d, p)) for p, d in docs if isinstance(d, dict) and d.get("kind") == "llmprobe.serve"]
+    if served:
+        if len(served) < len(docs) or predict:
+            raise UserError("serve records are compared among themselves (their load points, not batches): "
+                            "give only serve records, without --predict")
+        return _compare_serve(served, price_list, provider, csv_out, md_out, plot, as_json)
+    records = [(p, RunRecord.from_dict(d, p)) for p, d in docs]
     rows: list[dict[str, Any]] = []
     if predict:
         if not model_name or not gpus:
@@ -311,6 +370,34 @@ def compare(*, records: list[str], prices_file: str | None, provider: str | None
     views.print_compare(rows, best, tokens)
     if plot:
         console.print(f"cost chart written to {plot}")
+
+
+def _compare_serve(served, price_list, provider: str | None, csv_out: str | None, md_out: str | None,
+                   plot: str | None, as_json: bool) -> None:
+    from . import compare as cmp
+    from .records import atomic_write_text
+    rows = cmp.serve_rows([(p, rec, serve_context(rec)) for p, rec in served], price_list, provider)
+    if csv_out:
+        import csv
+        import io
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cmp.SERVE_CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(csv_out, buf.getvalue())
+    if md_out:
+        atomic_write_text(md_out, views.serve_compare_markdown(rows))
+    if plot:
+        from .plots import frontier_chart
+        frontier_chart(plot, rows)
+    if as_json:
+        return emit_json({"rows": rows})
+    views.print_serve_compare(rows)
+    if not any(r["usd_per_hour"] for r in rows):
+        err_console.print("no price matched these records' devices: add one with --prices "
+                          "(`llmprobe prices --help` shows the format; gpu = \"cpu\" prices a CPU instance)")
+    if plot:
+        console.print(f"frontier chart written to {plot}")
 
 
 def audit(*, claims: str, as_json: bool) -> None:

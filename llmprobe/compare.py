@@ -148,3 +148,47 @@ CSV_FIELDS = ["kind", "model", "layers_note", "gpu", "tp", "gpus", "provider", "
               "tps",
               "usd_per_hour", "tps_per_dollar", "usd_per_million_tokens", "workload_usd", "price_source", "price_date",
               "efficiency", "efficiency_from", "record"]
+
+
+def serve_rows(records: Sequence[tuple[str, Any, RecordContext | None]], prices: list[Price],
+               provider: str | None = None) -> list[dict[str, Any]]:
+    """One row per load point of each serve record (per matching price): the frontier's two axes (output tokens/s
+    per GPU, tokens/s per user), goodput, and $ per million input and output tokens (underload.token_costs)."""
+    from .underload import explain_point, token_costs
+    rows = []
+    for path, rec, ctx in records:
+        cfg = rec.config
+        gpu = record_gpu_id(rec)
+        prov = provider or cfg.get("provider")
+        gpus = cfg.get("tp", 1) * cfg.get("pp", 1)
+        matches = (price_for(prices, prov, gpu) if gpu else []) or [None]
+        for p in rec.points:
+            ex = explain_point(ctx, p, cfg.get("slo") or {})
+            s = ex.summary
+            for price in matches:
+                costs = token_costs(s, ex.prefill_time_share, price.usd_per_hour * gpus) if price else {}
+                rows.append({"kind": "measured load", "model": cfg["model"], "layers_note": cfg.get("layers_note"),
+                             "gpu": gpu or (rec.device.get("url") and "remote") or "unknown", "tp": cfg.get("tp", 1),
+                             "gpus": gpus, "provider": prov or (price.provider if price else None), "load": ex.load,
+                             "rate": p.rate, "max_concurrency": p.max_concurrency,
+                             "prompt_len": cfg.get("prompt_len"), "gen_len": cfg.get("gen_len"),
+                             "output_throughput": s["output_throughput"],
+                             "output_throughput_per_gpu": s["output_throughput"] / gpus if s["output_throughput"] else None,
+                             "output_throughput_per_user": s["output_throughput_per_user"],
+                             "goodput": s["goodput"], "good_fraction": s["good_fraction"], "slo": s["slo"],
+                             "ttft_p99_s": (s["ttft"] or {}).get("p99_s"), "tpot_p99_s": (s["tpot"] or {}).get("p99_s"),
+                             "usd_per_hour": costs.get("usd_per_hour"),
+                             "usd_per_mtok_input": costs.get("usd_per_mtok_input"),
+                             "usd_per_mtok_output": costs.get("usd_per_mtok_output"),
+                             "usd_per_mtok_output_all_in": costs.get("usd_per_mtok_output_all_in"),
+                             "usd_per_mtok_output_at_slo": costs.get("usd_per_mtok_output_at_slo"),
+                             "price_source": price.source if price else None, "price_date": price.date if price else None,
+                             "record": path})
+    return rows
+
+
+SERVE_CSV_FIELDS = ["kind", "model", "layers_note", "gpu", "tp", "gpus", "provider", "load", "rate", "max_concurrency",
+                    "prompt_len", "gen_len", "output_throughput", "output_throughput_per_gpu",
+                    "output_throughput_per_user", "goodput", "good_fraction", "ttft_p99_s", "tpot_p99_s", "usd_per_hour",
+                    "usd_per_mtok_input", "usd_per_mtok_output", "usd_per_mtok_output_all_in",
+                    "usd_per_mtok_output_at_slo", "price_source", "price_date", "record"]

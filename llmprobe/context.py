@@ -13,24 +13,27 @@ from .errors import UserError
 from .hardware import Ceilings, match_device_name, resolve_gpu
 from .memory import card_of
 from .models import ModelSpec, from_hf_config
-from .records import RunRecord, ScenarioResult, Step
+from .records import RunRecord, ScenarioResult, ServeRecord, Step
 from .bounds import ScenarioBound, scenario
 
 
-def record_gpu_id(record: RunRecord) -> str | None:
-    """The catalog id of the device a record ran on: "cpu" on a CPU, None for a GPU the catalog lacks. Records
-    since the memory preflight hold it; older ones are matched by the device's name and memory."""
+def record_gpu_id(record: RunRecord | ServeRecord) -> str | None:
+    """The catalog id of the device a record ran on: "cpu" on a CPU, None for a GPU the catalog lacks or a server
+    loaded over HTTP (its machine is not described). Run records since the memory preflight hold it; the others are
+    matched by the device's name and memory."""
     dev = record.device
+    if dev.get("kind") == "remote":
+        return None
     if dev.get("kind") != "cuda":
         return "cpu"
-    held = (record.memory_fit or {}).get("gpu_id")
+    held = (getattr(record, "memory_fit", None) or {}).get("gpu_id")
     if held:
         return held
     spec = match_device_name(dev.get("name") or "", dev.get("memory_bytes"))
     return spec.id if spec else None
 
 
-def record_model(record: RunRecord) -> ModelSpec:
+def record_model(record: RunRecord | ServeRecord) -> ModelSpec:
     """The model as it ran: the record's config at its own layer count (a layer-sampled run keeps its full depth)."""
     cfg = record.config
     if not record.model_config:
@@ -45,7 +48,7 @@ def record_model(record: RunRecord) -> ModelSpec:
 @dataclass
 class RecordContext:
     """A record with what every reader derives from it. ``source``: "measured" or "datasheet" ceilings."""
-    record: RunRecord
+    record: RunRecord | ServeRecord
     spec: ModelSpec
     ceilings: Ceilings
     source: str
@@ -55,12 +58,12 @@ class RecordContext:
     _bounds: dict[tuple[int, int, int], ScenarioBound] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def of(cls, record: RunRecord | dict[str, Any], gpu: str | None = None,
+    def of(cls, record: RunRecord | ServeRecord | dict[str, Any], gpu: str | None = None,
            ceilings: Ceilings | None = None) -> RecordContext:
         """On ``ceilings`` (a measurement the caller loaded) or ``gpu``'s datasheet where given; else the
         ceilings the record carries, else its device's datasheet."""
-        if not isinstance(record, RunRecord):
-            record = RunRecord.from_dict(record)
+        if isinstance(record, dict):
+            record = (ServeRecord if record.get("kind") == "llmprobe.serve" else RunRecord).from_dict(record)
         if gpu and ceilings is not None:
             raise UserError("--gpu (a catalog datasheet) and --ceilings (a measurement) name two different ceilings: "
                             "give one")
@@ -93,7 +96,7 @@ class RecordContext:
         return tps / self.bound(sc).tps_ceiling if tps else None
 
 
-def _ceilings(record: RunRecord, gpu: str | None, given: Ceilings | None, gpu_id: str | None) -> tuple[Ceilings, str]:
+def _ceilings(record: RunRecord | ServeRecord, gpu: str | None, given: Ceilings | None, gpu_id: str | None) -> tuple[Ceilings, str]:
     from .microbench.result import ceilings_from_record
     if given is not None:
         return given, "measured"

@@ -478,6 +478,7 @@ def explain_kernels(trace: TraceSummary | None, f: Floors) -> dict[str, Any] | N
     out["step_time_s"] = trace.step_time_s
     out["overhead"] = trace.overhead
     out["steps_traced"] = trace.steps_traced
+    out["cuda_graphs"] = trace.cuda_graphs
     return out
 
 

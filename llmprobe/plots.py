@@ -228,14 +228,10 @@ def serve_chart(path: str, title: str, summaries: list[dict[str, Any]], gpus: in
                  key=lambda s: s["output_throughput_per_user"])
     labels = [f"{s['max_concurrency']} in flight" if s["max_concurrency"] else
               ("all at once" if s["rate"] is None else f"{s['rate']:g} req/s") for s in pts]
-    ax.plot([s["output_throughput_per_user"] for s in pts], [s["output_throughput"] / gpus for s in pts], "o")
-    front, best = [], 0.0
-    for s in reversed(pts):   # from the most interactive: a point is on the frontier if it adds throughput
-        if s["output_throughput"] > best:
-            front.append(s)
-            best = s["output_throughput"]
-    ax.plot([s["output_throughput_per_user"] for s in front], [s["output_throughput"] / gpus for s in front], "-",
-            color="C0", label="frontier")
+    xy = [(s["output_throughput_per_user"], s["output_throughput"] / gpus) for s in pts]
+    ax.plot([x for x, _ in xy], [y for _, y in xy], "o")
+    front = pareto(xy)
+    ax.plot([x for x, _ in front], [y for _, y in front], "-", color="C0", label="frontier")
     for s, lab in zip(pts, labels):
         ax.annotate(lab, (s["output_throughput_per_user"], s["output_throughput"] / gpus), textcoords="offset points",
                     xytext=(5, 5), fontsize=7)
@@ -255,5 +251,81 @@ def serve_chart(path: str, title: str, summaries: list[dict[str, Any]], gpus: in
     bx.set_title(f"Goodput ({slo})")
     bx.grid(True, alpha=0.3)
     bx.legend(fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other beats on both axes (higher is better on both), in order of x."""
+    front, best = [], -math.inf
+    for x, y in sorted(points, reverse=True):   # from the most interactive: on the frontier if it adds throughput
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front[::-1]
+
+
+def frontier_chart(path: str, rows: list[dict[str, Any]]) -> str:
+    """Several serve records side by side (compare): left, each one's output tokens/s per GPU against tokens/s per
+    user with its frontier; right, $ per million output tokens at the SLO against tokens/s per user where priced,
+    else goodput."""
+    plt = _plt()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8))
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["record"], r["provider"]), []).append(r)
+    priced = any(r["usd_per_mtok_output_at_slo"] for r in rows)
+    for i, ((path_, prov), rs) in enumerate(groups.items()):
+        r0 = rs[0]
+        label = f"{r0['model']} on {r0['gpu']}" + (f" x{r0['gpus']}" if r0["gpus"] > 1 else "") + (f", {prov}" if prov else "")
+        xy = [(r["output_throughput_per_user"], r["output_throughput_per_gpu"]) for r in rs
+              if r["output_throughput_per_user"] and r["output_throughput_per_gpu"]]
+        ax.plot([x for x, _ in xy], [y for _, y in xy], "o", color=f"C{i}", alpha=0.5)
+        front = pareto(xy)
+        ax.plot([x for x, _ in front], [y for _, y in front], "-", color=f"C{i}", label=label)
+        key = "usd_per_mtok_output_at_slo" if priced else "goodput"
+        pts = [(r["output_throughput_per_user"], r[key]) for r in rs if r["output_throughput_per_user"] and r[key]]
+        bx.plot([x for x, _ in pts], [y for _, y in pts], "o-", color=f"C{i}", label=label)
+    ax.set_xlabel("tokens/s per user (1 / median TPOT)")
+    ax.set_ylabel("output tokens/s per GPU")
+    ax.set_title("Throughput against interactivity")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    bx.set_xlabel("tokens/s per user (1 / median TPOT)")
+    bx.set_ylabel("$ per million output tokens at the SLO" if priced else "goodput (requests/s within the SLO)")
+    bx.set_title("Cost at the SLO (lower is better)" if priced else "Goodput (no price matched)")
+    if priced:
+        bx.set_yscale("log")
+    bx.grid(True, alpha=0.3)
+    bx.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def serve_timeline(path: str, title: str, points: list) -> str:
+    """A serve record over time, one row per load point (``points``: LoadPoint): requests in each engine step and
+    requests waiting (vLLM's scheduler) on the left axis, KV cache in use on the right."""
+    plt = _plt()
+    fig, axes = plt.subplots(len(points), 1, figsize=(11, 2.6 * len(points)), squeeze=False)
+    for ax, p in zip(axes[:, 0], points):
+        steps = sorted(p.steps, key=lambda s: s.t_start_s)
+        ax.step([s.t_start_s for s in steps], [len(s.seqs) for s in steps], where="post", lw=0.8,
+                label="requests in the step")
+        mixed = [s for s in steps if s.prefill_tokens]
+        ax.plot([s.t_start_s for s in mixed], [len(s.seqs) for s in mixed], "|", color="C3", ms=8,
+                label="step with prefill")
+        if p.scheduler:
+            ax.plot([s.t_s for s in p.scheduler], [s.waiting for s in p.scheduler], lw=0.8, color="C1", label="waiting")
+            kv = ax.twinx()
+            kv.plot([s.t_s for s in p.scheduler], [100 * s.kv_cache_usage for s in p.scheduler], lw=0.8, color="C2",
+                    alpha=0.7)
+            kv.set_ylabel("KV cache in use, %", color="C2", fontsize=8)
+            kv.set_ylim(0, max(5.0, 110 * max(s.kv_cache_usage for s in p.scheduler)))
+        label = f"{p.max_concurrency} in flight" if p.max_concurrency else (
+            "all at once" if p.rate is None else f"{p.rate:g} req/s")
+        ax.set_title(label, fontsize=9)
+        ax.set_ylabel("requests", fontsize=8)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    axes[-1, 0].set_xlabel("s from the load point's start")
     fig.suptitle(title)
     return _save(fig, path)

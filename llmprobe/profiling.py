@@ -275,11 +275,12 @@ def trace_scenario(run: Callable[[TraceSpec], Run], measured: list[Run], n: int,
         k = min(n, d)
         plan.append(TraceSpec(p + (d - k) // 2, k, f"{tag}-decode"))
     traced = []
-    files, meta = [], []
+    files, meta, graphs = [], [], set()
     graph_counts: dict[tuple[str, str], set[int]] = {}
     for spec in plan:
         out = run(spec)
         files += out.trace_files
+        graphs.update(w.get("cuda_graphs") for w in out.trace_windows)
         recorded = out.steps[spec.first:spec.first + spec.steps]
         for w in out.trace_windows:   # the profiler's start and stop belong to no timed step
             if recorded and not (w["started_s"] <= recorded[0].t_start_s and w["stopped_s"] >= recorded[-1].t_end_s):
@@ -314,7 +315,8 @@ def trace_scenario(run: Callable[[TraceSpec], Run], measured: list[Run], n: int,
         trace_files=[os.path.relpath(f, record_dir) for f in files], kernels=kernel_rows(traced, table), steps=meta,
         step_time_s={ph: statistics.fmean(m["time_s"] for m in v) if v else None for ph, v in mean.items()},
         overhead={ph: (statistics.fmean(m["time_s"] for m in v) / statistics.fmean(m["untraced_time_s"] for m in v))
-                  if v and all(m["untraced_time_s"] for m in v) else None for ph, v in mean.items()})
+                  if v and all(m["untraced_time_s"] for m in v) else None for ph, v in mean.items()},
+        cuda_graphs=" / ".join(sorted(g for g in graphs if g)) or None)
 
 
 class _Eta:

@@ -401,7 +401,7 @@ class Run:
     admission: Admission | None = None
     energy_j: float | None = None      # the GPUs' energy over the run (NVML's counter, read around it)
     trace_files: list[str] = field(default_factory=list)    # a traced run's profiler files (not in records)
-    trace_windows: list[dict[str, float]] = field(default_factory=list)   # when each rank's profiler was on
+    trace_windows: list[dict[str, Any]] = field(default_factory=list)   # when each rank's profiler was on, graphs or not
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -568,6 +568,7 @@ class TraceSummary:
     steps: list[dict[str, Any]] = field(default_factory=list)     # {phase, index, seqs, time_s, untraced_time_s}
     step_time_s: dict[str, float | None] = field(default_factory=dict)
     overhead: dict[str, float | None] = field(default_factory=dict)
+    cuda_graphs: str | None = None   # CUDA: "off in traced steps" (their kernels are named) or "as in the measured steps"
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -787,6 +788,7 @@ class LoadPoint(_Typed):
             "total_token_throughput": (in_tok + out_tok) / dur if dur > 0 else None,
             "goodput": len(good) / dur if dur > 0 else None, "good_fraction": len(good) / len(done) if done else None,
             "slo": dict(slo), "input_tokens": in_tok, "output_tokens": out_tok,
+            "good_output_tokens": sum(r.output_tokens for r in good),
         }
         for name, vals in (("ttft", [r.ttft_s for r in done]), ("tpot", [r.tpot_s for r in done]),
                            ("itl", [x for r in done for x in r.itl_s]), ("e2el", [r.latency_s for r in done])):

@@ -14,6 +14,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .dtypes import ACTIVATION_DTYPES, normalize, quantized_weight_dtype
 from .engines import EngineOptions, check_options, engine_device
 from .errors import UserError
 from .models import ModelSpec, resolve_model
@@ -71,7 +72,9 @@ def serve(model: str | ModelSpec, rates: Sequence[float] = (), concurrencies: Se
               "backend": "vllm", "client": "http" if url else "in-process", "url": url, "arrivals": arrivals, "num_prompts": num_prompts,
               "prompt_len": prompt_len, "gen_len": gen_len, "range_ratio": range_ratio, "dataset": dataset,
               "slo": dict(slo or {}), "seed": seed, "warmup": warmup, "rates": [None if math.isinf(p[0]) else p[0] for p in points],
-              "concurrencies": [p[1] for p in points], "dtype": eo.dtype, "tp": eo.tp, "pp": eo.pp,
+              "concurrencies": [p[1] for p in points], "dtype": eo.dtype, "quantization": eo.quantization,
+              "weight_dtype": quantized_weight_dtype(eo.quantization) or normalize(eo.dtype, ACTIVATION_DTYPES, "--dtype"),
+              "kv_cache_dtype": eo.kv_cache_dtype, "tp": eo.tp, "pp": eo.pp,
               "max_model_len": eo.max_model_len, "temperature": eo.temperature, "weights": eo.weights,
               "routing": eo.routing if spec.is_moe else None, "provider": provider}
     record = ServeRecord(schema_version=SCHEMA_VERSION, config=config, points=[], methodology=SERVE_METHODOLOGY,

@@ -307,7 +307,9 @@ def _kernel_section(k: dict[str, Any], ph: str, tag: str) -> Section:
                      efficiency(fl / t if t else None), "-"])
     head = headline(k["headline"].get(ph), ph)
     n = (k.get("steps_traced") or {}).get(ph)
-    return (f"Inside the {ph} step — {tag} ({n} traced steps, {k['coverage'][ph]:.0%} of the step in kernels)"
+    eager = (" without CUDA graphs (CUPTI before 13.1 Update 1 misattributes graph replays; the measured steps "
+             "replayed them)") if k.get("cuda_graphs") == "off in traced steps" else ""
+    return (f"Inside the {ph} step — {tag} ({n} traced steps{eager}, {k['coverage'][ph]:.0%} of the step in kernels)"
             + (f": {head}" if head else ""), ["class", "time / step", "share", "floor", "efficiency", "achieved"], rows)
 
 
@@ -439,7 +441,7 @@ def print_prices(ps) -> None:
                 [[p.provider, p.gpu, f"{p.usd_per_hour:.2f}", p.date, p.source] for p in ps], prose=("date", "source"))
 
 
-def print_explain(items, files: list[str]) -> None:
+def print_explain(items) -> None:
     """``items``: (record path, explanation, the record's context) per record."""
     for p, ex, _ in items:
         note = f" [{ex.layers_note}]" if ex.layers_note else ""
@@ -450,5 +452,84 @@ def print_explain(items, files: list[str]) -> None:
             console.print(f"code path: {code_path(ex.execution)}")
         for title, cols, rows in explain_sections(ex):
             print_table(title, cols, rows, prose=("message",))
-    for f in files:
-        console.print(f"wrote {f}")
+
+
+def serve_explain_sections(ex) -> list[Section]:
+    """A serve record explained (``ex``: underload.ServeExplanation): the engine per load point, and where the
+    requests' time to first token and decode time went, as shares of those windows."""
+    from .underload import DECODE_PARTS, TTFT_PARTS
+    secs: list[Section] = []
+    eng = [(p, p.engine) for p in ex.points if p.engine]
+    if eng:
+        rows = []
+        for p, e in eng:
+            ph = e["phases"]
+            floor = {k: ph[k]["floor_fraction"] if k in ph else None for k in ("prefill", "mixed", "decode")}
+            rows.append([p.load, count(p.steps), f"{e['batch_mean']:.3g} / {e['batch_max']}",
+                         num(e["prefill_tokens_per_step"]), num(e["decode_tokens_per_step"]),
+                         pct(ph["mixed"]["time_s"] / e["step_time_s"] if "mixed" in ph and e["step_time_s"] else 0.0),
+                         efficiency(floor["prefill"]), efficiency(floor["mixed"]), efficiency(floor["decode"]),
+                         pct(e["between_steps_fraction"]), pct(e["kv_cache_usage_max"]),
+                         "-" if e["preempted"] is None else count(e["preempted"]),
+                         "-" if e["waiting_max"] is None else count(e["waiting_max"])])
+        secs.append(("The engine under load (from its step timeline)",
+                     ["load", "steps", "batch mean / max", "prefill tok/step", "decode tok/step", "mixed steps' time",
+                      "prefill at floor", "mixed at floor", "decode at floor", "between steps", "KV max", "preempted",
+                      "waiting max"], rows))
+    for title, attr, names in (("Time to first token, cut along the timeline", "ttft_parts", TTFT_PARTS),
+                               ("Decode time (first to last token), cut along the timeline", "decode_parts", DECODE_PARTS)):
+        pts = [p for p in ex.points if getattr(p, attr)]
+        if pts:
+            secs.append((f"{title} — shares over every request", ["part"] + [p.load for p in pts],
+                         [[label] + [pct(getattr(p, attr)[k]) for p in pts] for k, label in names.items()]))
+    secs.append((f"At the knee: {ex.verdict}", [], []))
+    return secs
+
+
+def print_serve_explain(items) -> None:
+    """``items``: (record path, ServeExplanation) per serve record."""
+    for p, ex in items:
+        slo = ", ".join(f"{k} <= {seconds(v)}" for k, v in ex.slo.items())
+        console.rule(f"{ex.model} under load — {p} — SLO {slo or 'none'}")
+        for w in ex.warnings:
+            console.print(f"warning: {w}")
+        for title, cols, rows in serve_explain_sections(ex):
+            if cols:
+                print_table(title, cols, rows, optional=("waiting max", "preempted", "mixed at floor"), keys=1)
+            else:
+                console.print(title)
+
+
+def serve_compare_sections(rows: list[dict]) -> list[Section]:
+    """One table per record and price: each load point's place on the frontier and its cost per million tokens."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["record"], r["provider"], r["usd_per_hour"]), []).append(r)
+    out = []
+    for (path, prov, per_hour), rs in groups.items():
+        r0 = rs[0]
+        slo = ", ".join(f"{k} <= {seconds(v)}" for k, v in (r0["slo"] or {}).items())
+        title = (f"{r0['model']} on {r0['gpu']}" + (f" x{r0['gpus']}" if r0["gpus"] > 1 else "")
+                 + f" — {prov or '(no price)'}" + (f" at ${per_hour:,.2f}/h" if per_hour else "") + f" — {path}")
+        out.append((title, ["load", "out tok/s per GPU", "tok/s per user", "goodput", "in SLO", "$/Mtok in",
+                            "$/Mtok out", "$/Mtok out, all-in", f"$/Mtok out at SLO ({slo})"],
+                    [[r["load"], num(r["output_throughput_per_gpu"]), num(r["output_throughput_per_user"]),
+                      num(r["goodput"]), pct(r["good_fraction"]), money(r["usd_per_mtok_input"], "{:,.3g}"),
+                      money(r["usd_per_mtok_output"], "{:,.3g}"), money(r["usd_per_mtok_output_all_in"], "{:,.3g}"),
+                      money(r["usd_per_mtok_output_at_slo"], "{:,.3g}")] for r in rs]))
+    return out
+
+
+def print_serve_compare(rows: list[dict]) -> None:
+    for title, cols, trs in serve_compare_sections(rows):
+        print_table(title, cols, trs, optional=("$/Mtok out, all-in", "in SLO"), keys=1)
+    console.print("$/Mtok in and out: each point's paid time shared by the prefill and decode rows' share of its step "
+                  "time; all-in: every paid second on the output tokens; at SLO: on the output tokens of the requests "
+                  "within it")
+
+
+def serve_compare_markdown(rows: list[dict]) -> str:
+    parts = []
+    for title, cols, trs in serve_compare_sections(rows):
+        parts += [f"### {title}", "", markdown_table(cols, trs), ""]
+    return "\n".join(parts)

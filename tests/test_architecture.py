@@ -82,7 +82,7 @@ LAYERS = [
     ("records", {"records", "provenance"}),
     ("measurement", {"hostload", "telemetry", "traces", "profiling", "serving", "engines", "engines.*", "microbench",
                      "microbench.*"}),
-    ("analysis", {"context", "explain", "predict", "compare", "audit"}),
+    ("analysis", {"context", "explain", "underload", "predict", "compare", "audit"}),
     ("presentation", {"labels", "tables", "terminal", "views", "plots", "report"}),
     ("commands", {"commands", "cli", "__main__", ""}),
 ]

@@ -35,6 +35,7 @@ class EngineOptions:
     seed: int = 0
     temperature: float = 0.0          # 0: greedy; > 0: sampled at this temperature, top-p 1, no top-k
     trace_dir: str | None = None      # where traced runs write their profiler traces (profile --trace-steps)
+    trace_graphs: bool = False        # CUDA: replay CUDA graphs in traced steps too (else they run without)
     expert_counts: bool = True        # MoE: count each step's routed experts per layer (engines/routing.py)
     routing: str = "as-loaded"        # MoE with random weights: "trained-like" sets the routers (engines/routing.py)
     extra: dict[str, Any] = field(default_factory=dict)

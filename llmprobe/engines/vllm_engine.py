@@ -248,7 +248,8 @@ class VllmEngine(Engine):
         if trace is not None:
             if not self.opts.trace_dir:
                 raise UserError("a traced run needs an engine built with a trace folder (profile --trace-steps)")
-            self._rpc("llmprobe_trace", trace.first, trace.steps, os.path.join(self.opts.trace_dir, trace.prefix))
+            armed = self._rpc("llmprobe_trace", trace.first, trace.steps, os.path.join(self.opts.trace_dir, trace.prefix),
+                              not self.opts.trace_graphs)
 
         def generate() -> tuple[float, float]:
             with self._admit_together():
@@ -282,7 +283,8 @@ class VllmEngine(Engine):
                   admission=Admission.of(steps, len(prompts), self.admission_method, self._token_budget()))
         if trace is not None:   # per rank: its file and when its profiler was on, on the steps' clock
             run.trace_files = [w["path"] for w in windows]
-            run.trace_windows = [{"started_s": w["started_at"] - t0, "stopped_s": w["stopped_at"] - t0} for w in windows]
+            run.trace_windows = [{"started_s": w["started_at"] - t0, "stopped_s": w["stopped_at"] - t0,
+                                  "cuda_graphs": a["cuda_graphs"]} for w, a in zip(windows, armed)]
         return run
 
     def _token_budget(self) -> int | None:

@@ -16,6 +16,9 @@ each step's counts are snapshotted on the device in ``end`` and read back in ``l
 Traced runs (``llmprobe_trace`` before the run, ``llmprobe_trace_finish`` after) put a window of steps
 under the PyTorch profiler (engines/tracing.py), started and stopped outside the step timers; each
 traced step is annotated ``llmprobe::step[p=…,d=…]`` and its sampler ``llmprobe::sample_tokens``.
+On CUDA the traced steps run without CUDA-graph replay unless asked (``_GraphSwitch``): CUPTI before
+CUDA 13.1 Update 1 gives the kernels of a replayed graph wrong correlation ids in every profiling
+session after the first, so a replayed step cannot be split into its kernels.
 """
 
 from __future__ import annotations
@@ -51,6 +54,46 @@ def _rows(so, prompt_lens: dict[str, int]) -> list[list[Any]]:
     return rows
 
 
+class _GraphSwitch:
+    """Turns CUDA-graph replay off for the steps run while ``off`` is set, through the model runner's own choice
+    of graph per step (vLLM 0.26 and 0.32): Model Runner V1's ``cudagraph_dispatcher.dispatch`` -> (mode,
+    descriptor), V2's ``cudagraph_manager.dispatch`` -> descriptor. A NONE mode runs the compiled model without
+    graphs, as vLLM does for a batch it captured no graph for; the padded token count is kept."""
+
+    def __init__(self, runner):
+        from vllm.config import CUDAGraphMode
+        self.off = False
+        none = CUDAGraphMode.NONE
+        d = getattr(runner, "cudagraph_dispatcher", None)
+        if d is not None:
+            dispatch = d.dispatch
+
+            def v1(*args, **kwargs):
+                mode, desc = dispatch(*args, **kwargs)
+                if self.off and mode != none:
+                    return none, _replace(desc, num_reqs=None, uniform=False)
+                return mode, desc
+            d.dispatch = v1
+        m = getattr(runner, "cudagraph_manager", None)
+        if m is not None:
+            dispatch2 = m.dispatch
+
+            def v2(*args, **kwargs):
+                desc = dispatch2(*args, **kwargs)
+                if self.off and desc.cg_mode != none:
+                    return _replace(desc, cg_mode=none, num_reqs=None, uniform_token_count=None)
+                return desc
+            m.dispatch = v2
+        self.installed = d is not None or m is not None
+
+
+def _replace(desc, **changes):
+    """A dispatch descriptor with ``changes``, only those fields this vLLM's descriptor has."""
+    import dataclasses
+    have = {f.name for f in dataclasses.fields(desc)}
+    return dataclasses.replace(desc, **{k: v for k, v in changes.items() if k in have})
+
+
 class _StepState:
     def __init__(self, device_timers: bool):
         self.clock = None
@@ -66,8 +109,11 @@ class _StepState:
         self.window = None      # tracing.ProfilerWindow of a traced run
         self.scope = None       # the open step annotation of a traced step
         self.experts = None     # routing.ExpertCounter of a MoE model
+        self.graphs = None      # _GraphSwitch: CUDA-graph replay off in the traced steps
+        self.eager_traced = False
 
-    def begin(self, so) -> None:
+    def begin(self, so) -> bool:
+        """Open the step; True if it is traced."""
         rows = _rows(so, self.prompt_lens)
         traced = self.window is not None and self.window.before(len(self.steps))   # the profiler starts here
         t = time.perf_counter()
@@ -79,6 +125,7 @@ class _StepState:
             pre = sum(r[1] for r in rows if r[3] == "p")
             self.scope = self.window.scope(step_scope(pre, sum(r[1] for r in rows) - pre))
             self.scope.__enter__()
+        return traced
 
     def _close_scope(self) -> None:
         """The step annotation spans execute_model only; sample_tokens has its own (the pause between is no step's)."""
@@ -168,8 +215,14 @@ class StepTimerExtension:
                     return execute_model(scheduler_output, *args, **kwargs)
                 if state.experts is not None:   # before the step's timers: padded rows are not counted
                     state.experts.set_tokens(scheduler_output.total_num_scheduled_tokens)
-                state.begin(scheduler_output)
-                out = execute_model(scheduler_output, *args, **kwargs)
+                eager = state.begin(scheduler_output) and state.eager_traced and state.graphs is not None
+                if eager:   # the runner picks the step's graph inside execute_model, on this thread
+                    state.graphs.off = True
+                try:
+                    out = execute_model(scheduler_output, *args, **kwargs)
+                finally:
+                    if eager:
+                        state.graphs.off = False
                 if out is None:   # the step goes on in sample_tokens
                     state.pause()
                 else:
@@ -234,17 +287,23 @@ class StepTimerExtension:
             out["compilation_level"] = str(getattr(comp.mode, "name", comp.mode))
         return out
 
-    def llmprobe_trace(self, first: int, steps: int, path_prefix: str) -> int:
-        """Trace steps [first, first + steps) of the next run into ``<path_prefix>_rank<r>.pt.trace.json.gz``."""
+    def llmprobe_trace(self, first: int, steps: int, path_prefix: str, eager: bool = False) -> dict[str, Any]:
+        """Trace steps [first, first + steps) of the next run into ``<path_prefix>_rank<r>.pt.trace.json.gz``;
+        ``eager``: on CUDA, run those steps without CUDA-graph replay. Returns the rank and how the traced steps
+        ran on CUDA: "off in traced steps", or "as in the measured steps" (None on a CPU)."""
         import torch
 
         from .tracing import ProfilerWindow
         state = self._llmprobe_state
         if state.window is not None:
             state.window.finish()
-        state.window = ProfilerWindow(first, steps, f"{path_prefix}_rank{self._rank()}.pt.trace.json.gz",
-                                      cuda=torch.cuda.is_available())
-        return self._rank()
+        cuda = torch.cuda.is_available()
+        if eager and cuda and state.graphs is None:
+            state.graphs = _GraphSwitch(getattr(self, "model_runner", None))
+        state.eager_traced = eager and cuda and state.graphs.installed
+        state.window = ProfilerWindow(first, steps, f"{path_prefix}_rank{self._rank()}.pt.trace.json.gz", cuda=cuda)
+        return {"rank": self._rank(), "cuda_graphs": None if not cuda else
+                "off in traced steps" if state.eager_traced else "as in the measured steps"}
 
     def llmprobe_trace_finish(self) -> dict[str, Any] | None:
         """End the traced window (stopping the profiler if the run ended inside it) and write its file."""
