@@ -1,7 +1,9 @@
-"""Issue #29's GPU sequence, the parts that hold without a GPU: the mamf-style grid, and predictions scored
-against a measurement by hand."""
+"""Issue #29's GPU sequence, the parts that hold without a GPU: the mamf-style grid, predictions scored against
+a measurement by hand, --scenario, and the switch that runs traced steps without CUDA-graph replay."""
 
 from types import SimpleNamespace
+
+import pytest
 
 from experiments.mamf_sweep import shapes
 from experiments.score_predictions import score
@@ -37,3 +39,46 @@ def test_predictions_scored_by_hand():
     assert verdict["inside_fraction"] == 0.75 and verdict["pass"] is False     # TPOT's median error is over 10%
     _, ok = score(preds[:1], record)
     assert ok["pass"] is True and ok["inside_fraction"] == 1.0
+
+
+def test_a_scenario_that_is_no_grid_and_bad_ones():
+    import subprocess
+    import sys
+    from llmprobe.commands import parse_scenario
+    assert (parse_scenario("8x1024x128").batch, parse_scenario("8x1024x128").prompt_len) == (8, 1024)
+    r = subprocess.run([sys.executable, "-m", "llmprobe", "profile", "--model", "tiny-llama", "--scenario", "8x10"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "expected BATCHxPROMPTxGEN" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.vllm
+def test_traced_steps_turn_cuda_graph_replay_off_through_the_runners_own_dispatch():
+    """Model Runner V1's dispatcher (vLLM's own BatchDescriptor) and V2's manager: while the switch is off, a
+    step the runner would replay from a graph runs without one (NONE, no request padding); otherwise untouched."""
+    pytest.importorskip("vllm")
+    import dataclasses
+    from vllm.config import CUDAGraphMode
+    from vllm.forward_context import BatchDescriptor
+    from llmprobe.engines.vllm_hooks import _GraphSwitch
+
+    @dataclasses.dataclass(frozen=True)
+    class ExecutionDescriptor:   # V2's BatchExecutionDescriptor, as vLLM 0.26 defines it
+        cg_mode: object
+        num_tokens: int
+        num_reqs: int | None
+        uniform_token_count: int | None = None
+        num_active_loras: int = 0
+
+    full = BatchDescriptor(num_tokens=8, num_reqs=8, uniform=True)
+    v1 = SimpleNamespace(dispatch=lambda *a, **k: (CUDAGraphMode.FULL, full))
+    v2 = SimpleNamespace(dispatch=lambda *a, **k: ExecutionDescriptor(CUDAGraphMode.FULL, 8, 8, 1))
+    switch = _GraphSwitch(SimpleNamespace(cudagraph_dispatcher=v1, cudagraph_manager=v2))
+    assert switch.installed and v1.dispatch(8, True) == (CUDAGraphMode.FULL, full)
+    switch.off = True
+    mode, desc = v1.dispatch(8, True)
+    assert mode == CUDAGraphMode.NONE and desc.num_tokens == 8 and desc.num_reqs is None and not desc.uniform
+    d2 = v2.dispatch(8, 8, 1, 0)
+    assert d2.cg_mode == CUDAGraphMode.NONE and (d2.num_tokens, d2.num_reqs, d2.uniform_token_count) == (8, None, None)
+    switch.off = False
+    assert v2.dispatch(8, 8, 1, 0).cg_mode == CUDAGraphMode.FULL
+    assert not _GraphSwitch(SimpleNamespace()).installed      # a runner without graphs: nothing to switch
