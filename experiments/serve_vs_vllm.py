@@ -31,12 +31,17 @@ from pathlib import Path
 from llmprobe.records import atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
-# Registration 2 (run-2/). Registration 1 (run-1/, 2 repeats) failed the criterion: 36 of 56 cells within +-5%,
-# throughput within 2.3% everywhere, latencies 3-5% high at rate 1 where vLLM's own scatter was 0.3-3%, and vLLM's
-# scatter between its two repeats 6-18% at rates 2 and 4. llmprobe's client then also sent min_tokens, which bench
-# serve does not (ignore_eos alone fixes the length); it now sends bench serve's payload. Four repeats.
-PLAN = {"registration": 2, "model": "small-llama", "prompt_len": 128, "gen_len": 64, "num_prompts": 64,
-        "rates": [1.0, 2.0, 4.0, "inf"], "repeats": 4, "seed": 0, "tolerance": 0.05}
+# Registration 3 (run-3/, committed before it ran). Registration 1 (run-1/, 2 repeats, Xeon) failed: 36 of 56 cells
+# within +-5%, llmprobe's client then also sending min_tokens. Registration 2 (run-2/, 4 repeats, Xeon) failed: 47 of
+# 56, every miss at rates 2 and 4 req/s, near that machine's saturation, where bench serve's own repeats scattered
+# 10-235%. Since then llmprobe sends on bench serve's arrival schedule (serve-2). Registration 3 runs on the 2-core
+# AMD EPYC (avx512_bf16, no AMX). There small-llama completed 0.70 req/s at 1 req/s offered, with 256-token prompts
+# and 32 output tokens (docs/measurements/cpu-epyc-2026-12-02/serve); these 128-token prompts should saturate it near
+# 1 req/s, an estimate. Rates below that and near it, and all at once; 32 requests per point and 3 repeats (~32
+# minutes). It tests the criterion where a client's figures are resolvable; near saturation on 2 cores registration 2
+# showed they are not.
+PLAN = {"registration": 3, "model": "small-llama", "prompt_len": 128, "gen_len": 64, "num_prompts": 32,
+        "rates": [0.25, 0.5, 0.75, "inf"], "repeats": 3, "seed": 0, "tolerance": 0.05}
 METRICS = ["request_throughput", "output_throughput"] + [f"{s}_{m}" for m in ("ttft", "tpot", "itl", "e2el")
                                                          for s in ("median", "p90", "p99")]
 BENCH = ("import sys; from vllm.benchmarks.serve import add_cli_args, main; "
