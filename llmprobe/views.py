@@ -480,7 +480,7 @@ def serve_explain_sections(ex) -> list[Section]:
                                ("Decode time (first to last token), cut along the timeline", "decode_parts", DECODE_PARTS)):
         pts = [p for p in ex.points if getattr(p, attr)]
         if pts:
-            secs.append((f"{title} — shares over every request", ["part"] + [p.load for p in pts],
+            secs.append((f"{title} — shares of all requests' time", ["part"] + [p.load for p in pts],
                          [[label] + [pct(getattr(p, attr)[k]) for p in pts] for k, label in names.items()]))
     secs.append((f"At the knee: {ex.verdict}", [], []))
     return secs
