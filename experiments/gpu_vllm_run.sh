@@ -18,16 +18,7 @@ shift
 
 if has_cuda; then
     device=cuda
-    dirs=("$@")
-    [ ${#dirs[@]} -gt 0 ] || dirs=("$here/.vb/chunks" /tmp/vllm-chunks)
-    chunks=$(for d in "${dirs[@]}"; do ls "$d"/vllm-bundle.tar.xz.[0-9]* 2>/dev/null; done \
-             | awk -F. '{print $NF "\t" $0}' | sort -u -k1,1 | cut -f2)
-    n=$(echo "$chunks" | grep -c . || true)
-    last=$(echo "$chunks" | tail -1 | awk -F. '{print $NF + 0}')
-    if [ "$n" = 0 ] || [ "$n" != $(( last + 1 )) ]; then
-        echo "the bundle is incomplete: $n piece(s) found in ${dirs[*]} (run experiments/vllm_bundle.sh)" >&2
-        exit 2
-    fi
+    bundle_pieces "$@"
     # first: can this CUPTI attribute CUDA-graph replays in a second profiling session (traced decode steps)?
     step "CUPTI graph-replay probe" 60 cupti-probe.jsonl -- "$py" -m experiments.cupti_graph_probe "$out/cupti-probe"
     site=/tmp/vllm-site

@@ -54,16 +54,7 @@ if [ "$phase" = ceilings ]; then
 elif [ "$phase" = vllm ]; then
     deadline_s=${DEADLINE_S:-480}
     if [ "$device" = cuda ]; then
-        dirs=("$@")
-        [ ${#dirs[@]} -gt 0 ] || dirs=("$here/.vb/chunks" /tmp/vllm-chunks)
-        chunks=$(for d in "${dirs[@]}"; do ls "$d"/vllm-bundle.tar.xz.[0-9]* 2>/dev/null; done \
-                 | awk -F. '{print $NF "\t" $0}' | sort -u -k1,1 | cut -f2)
-        n=$(echo "$chunks" | grep -c . || true)
-        last=$(echo "$chunks" | tail -1 | awk -F. '{print $NF + 0}')
-        if [ "$n" = 0 ] || [ "$n" != $(( last + 1 )) ]; then
-            echo "the bundle is incomplete: $n piece(s) found in ${dirs[*]} (run experiments/vllm_bundle.sh)" >&2
-            exit 2
-        fi
+        bundle_pieces "$@"
         site=/tmp/vllm-site
         step "unpack the vLLM bundle ($n pieces)" 60 unpack.log -- \
             bash -c "rm -rf $site && mkdir -p $site && cat $(echo $chunks) | xz -dc -T0 | tar -C $site -xf - && ls $site"

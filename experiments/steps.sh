@@ -49,3 +49,18 @@ explain_all() {
         step "explain" "$1" explain.json -- "$py" -m llmprobe explain "$out"/profile-*.json --report "$out/report" --json
     fi
 }
+
+# bundle_pieces DIR...: sets $chunks (the vllm-bundle.tar.xz.NN pieces found, one per number) and $n, or
+# exits 2 when a piece is missing (the pieces may sit in different folders, as separate transfers leave them)
+bundle_pieces() {
+    local dirs=("$@") last
+    [ ${#dirs[@]} -gt 0 ] || dirs=("$here/.vb/chunks" /tmp/vllm-chunks)
+    chunks=$(for d in "${dirs[@]}"; do ls "$d"/vllm-bundle.tar.xz.[0-9]* 2>/dev/null; done \
+             | awk -F. '{print $NF "\t" $0}' | sort -u -k1,1 | cut -f2)
+    n=$(echo "$chunks" | grep -c . || true)
+    last=$(echo "$chunks" | tail -1 | awk -F. '{print $NF + 0}')
+    if [ "$n" = 0 ] || [ "$n" != $(( last + 1 )) ]; then
+        echo "the bundle is incomplete: $n piece(s) found in ${dirs[*]} (run experiments/vllm_bundle.sh)" >&2
+        exit 2
+    fi
+}

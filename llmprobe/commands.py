@@ -349,13 +349,7 @@ def compare(*, records: list[str], prices_file: str | None, provider: str | None
         rows = cmp.measured_rows(records, price_list, provider, tokens)
     best = cmp.cheapest(rows)
     if csv_out:
-        import csv
-        import io
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=cmp.CSV_FIELDS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-        atomic_write_text(csv_out, buf.getvalue())
+        _write_csv(csv_out, cmp.CSV_FIELDS, rows)
     if md_out:
         atomic_write_text(md_out, views.compare_markdown(rows, best, tokens))
     if plot and not any(r["usd_per_million_tokens"] is not None for r in rows):
@@ -372,19 +366,24 @@ def compare(*, records: list[str], prices_file: str | None, provider: str | None
         console.print(f"cost chart written to {plot}")
 
 
+def _write_csv(path: str, fields: list[str], rows: list[dict[str, Any]]) -> None:
+    import csv
+    import io
+    from .records import atomic_write_text
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
 def _compare_serve(served, price_list, provider: str | None, csv_out: str | None, md_out: str | None,
                    plot: str | None, as_json: bool) -> None:
     from . import compare as cmp
     from .records import atomic_write_text
     rows = cmp.serve_rows([(p, rec, serve_context(rec)) for p, rec in served], price_list, provider)
     if csv_out:
-        import csv
-        import io
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=cmp.SERVE_CSV_FIELDS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-        atomic_write_text(csv_out, buf.getvalue())
+        _write_csv(csv_out, cmp.SERVE_CSV_FIELDS, rows)
     if md_out:
         atomic_write_text(md_out, views.serve_compare_markdown(rows))
     if plot:
