@@ -69,7 +69,7 @@ def test_the_verdict_at_the_knee():
 
 @pytest.mark.vllm
 @pytest.mark.slow
-def test_a_sweep_explained_and_priced(tmp_path):
+def test_a_sweep_explained_and_priced(tmp_path, monkeypatch):
     """tiny-llama at 3 loads on hand-given ceilings: every completed request's windows add up, each point's engine
     view comes from its steps, explain gives one verdict line, and compare's $/Mtok in and out add up to the
     point's paid time."""
@@ -78,6 +78,7 @@ def test_a_sweep_explained_and_priced(tmp_path):
     from llmprobe.hardware import Ceilings
     from llmprobe.serving import serve
     from llmprobe.underload import explain_serve, timed_steps
+    monkeypatch.setenv("LLMPROBE_CACHE_DIR", str(tmp_path / "cache"))   # no ceilings an earlier run saved
     out = tmp_path / "serve.json"
     rec = serve("tiny-llama", rates=[4.0, math.inf], concurrencies=[2], num_prompts=8, prompt_len=32, gen_len=6,
                 slo={"ttft": 2.0, "tpot": 0.2}, out=str(out), engine_options={"enforce_eager": True}, warmup=1,
