@@ -120,11 +120,7 @@ def test_malformed_claims(tmp_path):
 
 
 def test_article_page_regenerates_identically():
-    sys.path.insert(0, str(ROOT / "experiments"))
-    try:
-        import article_tables
-    finally:
-        sys.path.pop(0)
+    from experiments import article_tables
     assert article_tables.build_page(article_tables.CLAIMS) == (ROOT / "docs" / "article-audit.md").read_text()
 
 

@@ -206,11 +206,13 @@ def _check(key, traced):
     # the profiler starts and stops outside the timed steps (checked on the steps' own clock: through vLLM's
     # start_profile it started inside the first traced step), so its start-up (~1 s the first time in a process
     # on this VM) is in no step; the traced steps then take what the untraced ones at the same index took, within
-    # this VM's noise and the profiler's per-operator cost (median of the ratios: 1.0-1.3 measured)
+    # this VM's noise and the profiler's per-operator cost. The median of the ratios measured 1.0-1.3 here and 1.67
+    # in CI for tiny-mixtral at batch 1, whose ~ms steps are hundreds of small operators each paying that cost; a
+    # start-up inside the steps would put it near 100
     assert tr["profiler_outside_steps"] is True
     if key[0] == "vllm":
         ratios = sorted(st["time_s"] / st["untraced_time_s"] for st in tr["steps"])
-        assert ratios[len(ratios) // 2] < 1.6, ratios
+        assert ratios[len(ratios) // 2] < 2.5, ratios
     assert sc["summary"]["tps"]["n"] == (2 if key[0] == "vllm" else 1)   # the traced runs are not in the summary
     k = explained["scenarios"][0]["kernels"]
     want = {"attention", "dense_gemm", "host"} | ({"moe_experts"} if "mixtral" in key[1] else set())
