@@ -18,6 +18,7 @@ Nothing else may run on the machine meanwhile.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import socket
 import statistics
@@ -122,8 +123,14 @@ def theirs(url: str, d: Path, rate, tmp: Path, tag: str) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
+    p.add_argument("--repeatability", action="store_true",
+                   help="print, for the runs.json already in --out, how often single runs agree (not registered)")
     a = p.parse_args()
     out = Path(a.out)
+    if a.repeatability:
+        doc = json.loads((out / "runs.json").read_text())
+        print(repeatability(doc["runs"], doc["plan"]))
+        return
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="llmprobe-serve-vs-vllm-"))
     d = model_dir(tmp)
@@ -172,6 +179,28 @@ def report(rows: list[dict]) -> str:
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines += ["", f"Within +-5%: {len(METRICS) * len(PLAN['rates']) - len(fails)} of {len(METRICS) * len(PLAN['rates'])}"
               + (f"; outside: {', '.join(fails)}." if fails else ".")]
+    return "\n".join(lines) + "\n"
+
+
+def repeatability(rows: list[dict], plan: dict) -> str:
+    """How often two single runs agree within the tolerance, over every cell: bench serve against itself, llmprobe
+    against itself, and llmprobe against bench serve. Added after registration 3 had run, to say what the
+    registered criterion can resolve on the machine; it is not a criterion."""
+    def share(pairs) -> str:
+        pairs = list(pairs)
+        ok = sum(abs(a / b - 1) <= plan["tolerance"] for a, b in pairs)
+        return f"{ok} of {len(pairs)} ({ok / len(pairs):.0%})"
+
+    def runs(tool, m, r):
+        return [x[m] for x in rows if x["rate"] == r and x["tool"] == tool]
+
+    cells = [(m, r) for m in METRICS for r in plan["rates"]]
+    kinds = {"bench serve against bench serve": lambda m, r: itertools.combinations(runs("vllm", m, r), 2),
+             "llmprobe against llmprobe": lambda m, r: itertools.combinations(runs("llmprobe", m, r), 2),
+             "llmprobe against bench serve": lambda m, r: itertools.product(runs("llmprobe", m, r),
+                                                                             runs("vllm", m, r))}
+    lines = ["| single runs compared, every metric and rate | pairs within +-5% |", "|---|---|"]
+    lines += [f"| {k} | {share(p for m, r in cells for p in pairs(m, r))} |" for k, pairs in kinds.items()]
     return "\n".join(lines) + "\n"
 
 
