@@ -1,6 +1,6 @@
 """llmprobe: how fast an LLM really runs on a GPU, how fast it could run, and what a token costs.
 
-The analytic core (models, hardware, roofline) imports nothing heavier than the standard library;
+The analytic core (models, hardware, costs, bounds) imports nothing heavier than the standard library;
 measurement, engines and plots import torch, triton, cupy, pynvml, vllm or matplotlib only when used.
 """
 

@@ -56,6 +56,7 @@ class RecordContext:
     gpu_id: str | None
     _costs: dict[int, StepCost] = field(default_factory=dict, repr=False)
     _bounds: dict[tuple[int, int, int], ScenarioBound] = field(default_factory=dict, repr=False)
+    _full: Floors | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, record: RunRecord | ServeRecord | dict[str, Any], gpu: str | None = None,
@@ -83,8 +84,16 @@ class RecordContext:
                                          experts_touched=step.experts.touched() if step.experts else None)
         return self._costs[key]
 
+    def full_depth_floors(self) -> Floors:
+        """The floors of the whole model, where the record ran a slice of its layers (what explain extrapolates to)."""
+        if self._full is None:
+            s, c = self.floors.model, self.floors.costs
+            self._full = Floors.of(from_hf_config({**s.config, "num_hidden_layers": s.full_num_layers}, s.name),
+                                   self.ceilings, dtype=c.dtype, kv_dtype=c.kv_dtype, tp=c.tp)
+        return self._full
+
     def bound(self, sc: ScenarioResult) -> ScenarioBound:
-        """The scenario's analytic floors and TPS ceiling on these ceilings (roofline.scenario)."""
+        """The scenario's analytic floors and TPS ceiling on these ceilings (bounds.scenario)."""
         key = (sc.batch, sc.prompt_len, sc.gen_len)
         if key not in self._bounds:
             self._bounds[key] = scenario(self.floors, card_of(self.ceilings), *key, advise=False)

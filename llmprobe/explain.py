@@ -10,7 +10,7 @@ step's phase and the tail after the last step to decode. A step's time splits in
   above floor      device time above the floor (GPU) / step time above the floor (CPU)
   host in step     the rest of the step's span: host work its device work did not overlap
 
-A step's span is the union of its host and device intervals (see ``timeline``): device work that
+A step's span is the union of its host and device intervals (see ``records.Run.timeline``): device work that
 runs on past the host's return (async execution) is taken off the following gap, not counted
 twice. The gaps are ``host_between_steps_s``. Parts add up to the measured wall time, none negative
 (bar "above floor" under a step that beat its floor, which is flagged and not explained).
@@ -27,7 +27,7 @@ from typing import Any
 from .dtypes import nbytes
 from .errors import UserError
 from .hardware import Ceilings
-from .models import ModelSpec, expected_experts_touched, from_hf_config
+from .models import ModelSpec, expected_experts_touched
 from .records import Run, RunRecord, ScenarioResult, TraceSummary, sampling_label
 from .context import RecordContext
 from .costs import Floors, RankCosts, class_costs, step_cost
@@ -395,8 +395,7 @@ def extrapolate(sc: ScenarioResult, ctx: RecordContext) -> dict[str, Any]:
     f = ctx.floors
     spec, c = f.model, f.costs
     k = spec.full_num_layers / spec.num_layers
-    full = Floors.of(from_hf_config({**spec.config, "num_hidden_layers": spec.full_num_layers}, spec.name),
-                     f.ceilings, dtype=c.dtype, kv_dtype=c.kv_dtype, tp=c.tp)
+    full = ctx.full_depth_floors()
     ests = []
     for run in sc.runs:
         est_wall, first_token = 0.0, None

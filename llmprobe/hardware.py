@@ -63,7 +63,8 @@ class Ceilings:
                 not_measured["collective_latency_s"] = f"catalog ({ds.id}): {ds.collective_latency_source}"
         return cls(**{k: c[k] for k in ("name", "hbm_bytes_per_s", "peak_flops", "memory_bytes",
                                         "interconnect_bytes_per_s", "source", "kind", "gpu_id")},
-                   collective_latency_s=latency, not_measured=not_measured)
+                   collective_latency_s=latency, not_measured=not_measured,
+                   bandwidth_method=c.get("bandwidth_method"), mode=c.get("mode"))
 
 
 @dataclass(frozen=True)

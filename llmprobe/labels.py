@@ -27,6 +27,8 @@ CLASS_LABELS = {"dense_gemm": "dense GEMMs", "lm_head": "LM head", "moe_routing"
 CLASS_COLOURS = {"dense_gemm": "#1f77b4", "lm_head": "#aec7e8", "moe_routing": "#ffbb78", "moe_experts": "#ff7f0e",
                  "attention": "#2ca02c", "elementwise": "#98df8a", "communication": "#9467bd", "sampling": "#c5b0d5",
                  "memcpy": "#8c564b", "host": "#e377c2", "other": "#7f7f7f", "unattributed": "#d9d9d9"}
+# a priced row's kind (compare): measured on the card, or predicted from other runs
+KIND_COLOURS = {"measured": "#1f77b4", "predicted": "#ff7f0e"}
 BOUND_NAMES = {"memory": "memory bandwidth", "hbm": "HBM bandwidth", "compute": "peak FLOP/s",
                "communication": "the collectives' floor"}
 

@@ -1,5 +1,6 @@
 """Every figure llmprobe draws (matplotlib, PNG): roofline, where the time went, kernel classes, per-step
-time, cost.
+time, cost; under load, a sweep's latency and throughput, the tok/s-per-GPU against tok/s-per-user frontier of
+several records, and each load point's step timeline.
 
 Every figure is readable without the text: titled, axes labelled with units, legend present.
 """
@@ -11,7 +12,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import MissingDependency, UserError
-from .labels import CLASS_COLOURS, CLASS_LABELS, PART_COLOURS, PART_GROUPS
+from .labels import CLASS_COLOURS, CLASS_LABELS, KIND_COLOURS, PART_COLOURS, PART_GROUPS
+from .underload import pareto
 
 if TYPE_CHECKING:   # explanations are drawn here, never built
     from .explain import Explanation
@@ -209,7 +211,7 @@ def cost_chart(path: str, rows: list[dict[str, Any]]) -> str:
     labels = [f"{r['model']} {r['gpu']}{' x' + str(r['gpus']) if r['gpus'] > 1 else ''} {r['provider']} b{r['batch']}"
               + (" (pred.)" if r["kind"] == "predicted" else "") for r in rows]
     fig, ax = plt.subplots(figsize=(10, 1.5 + 0.3 * len(rows)))
-    colours = ["#1f77b4" if r["kind"] == "measured" else "#ff7f0e" for r in rows]
+    colours = [KIND_COLOURS[r["kind"]] for r in rows]
     ax.barh(range(len(rows)), [r["usd_per_million_tokens"] for r in rows], color=colours)
     ax.set_yticks(range(len(rows)), labels, fontsize=7)
     ax.invert_yaxis()
@@ -253,16 +255,6 @@ def serve_chart(path: str, title: str, summaries: list[dict[str, Any]], gpus: in
     bx.legend(fontsize=7)
     fig.suptitle(title)
     return _save(fig, path)
-
-
-def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The points no other beats on both axes (higher is better on both), in order of x."""
-    front, best = [], -math.inf
-    for x, y in sorted(points, reverse=True):   # from the most interactive: on the frontier if it adds throughput
-        if y > best:
-            front.append((x, y))
-            best = y
-    return front[::-1]
 
 
 def frontier_chart(path: str, rows: list[dict[str, Any]]) -> str:

@@ -218,7 +218,8 @@ def calibrate(records: list[tuple[str, RunRecord | RecordContext]]) -> Calibrati
     contexts = [r if isinstance(r, RecordContext) else RecordContext.of(r) for _, r in records]
     first = contexts[0]
     names = {c.record.config["model"] for c in contexts}
-    devices = {c.record.device.get("name") for c in contexts}
+    # a catalogued GPU by its id; a CPU (every one is "cpu" in the catalog) or an uncatalogued GPU by its name
+    devices = {c.gpu_id if c.gpu_id not in (None, "cpu") else c.record.device.get("name") for c in contexts}
     if len(names) > 1 or len(devices) > 1:
         raise UserError(f"calibrate on runs of one model on one device (got {sorted(names)} on {sorted(devices)})")
     f = first.floors
@@ -359,7 +360,7 @@ def predict(cal: Calibration, batch: int, prompt_len: int, gen_len: int, ceiling
                         f"{target.architecture}: predictions stay within one architecture family")
     ceil = ceilings or cal.ceilings
     c = cal.costs
-    transferred = (ceilings is not None and ceilings.name != cal.ceilings.name) or tp != c.tp
+    transferred = (ceilings is not None and ceilings != cal.ceilings) or tp != c.tp
     f = Floors.of(target, ceil, dtype=c.dtype, kv_dtype=c.kv_dtype, tp=tp, activation_dtype=c.activation_dtype)
     card = card_of(ceil)
     if not fits(f.costs, card, batch, prompt_len, gen_len):

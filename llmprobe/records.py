@@ -1,5 +1,6 @@
 """Run records: their typed form (RunRecord > ScenarioResult > Run > Step > SeqRow, with the nested payloads),
-the methodology versions, atomic JSON writes and validated loads.
+serve records (ServeRecord > LoadPoint > ServedRequest), the methodology versions with their changelogs, atomic
+JSON writes and validated loads.
 
 The engines build the typed form; ``profile`` writes its ``to_dict()`` as it goes (a plain document, so an
 interrupted run still leaves a readable file) and readers load it back, checked on the way in. A key this
@@ -202,16 +203,19 @@ class ExpertLoad:
     distinct: list[int]
     max_load: list[int]
     routed_tokens: int
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"distinct": self.distinct, "max_load": self.max_load, "routed_tokens": self.routed_tokens}
+        return {"distinct": self.distinct, "max_load": self.max_load, "routed_tokens": self.routed_tokens,
+                **self.extra}
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> ExpertLoad:
         _need(isinstance(d, dict) and {"distinct", "max_load", "routed_tokens"} <= set(d), where,
               "experts must hold distinct, max_load and routed_tokens")
         _need(len(d["distinct"]) == len(d["max_load"]), where, "experts: one distinct and max_load per layer")
-        return cls(list(d["distinct"]), list(d["max_load"]), int(d["routed_tokens"]))
+        return cls(list(d["distinct"]), list(d["max_load"]), int(d["routed_tokens"]),
+                   {k: v for k, v in d.items() if k not in ("distinct", "max_load", "routed_tokens")})
 
     def touched(self) -> int:
         """Distinct experts summed over the MoE layers: the expert weights a step reads, in experts."""
@@ -468,13 +472,27 @@ class Run:
     def from_dict(cls, d: Any, where: str) -> Run:
         _need(isinstance(d, dict) and _num(d.get("wall_s")) and isinstance(d.get("steps"), list)
               and isinstance(d.get("requests"), list), where, "a run needs wall_s, steps and requests")
-        # metrics and phases are derived from the steps and requests, never read back
-        return _load(cls, {k: v for k, v in d.items() if k not in ("metrics", "phases")}, where,
-                     steps=lambda ss: [s if isinstance(s, Step) else Step.from_dict(s, f"{where} step {i}")
-                                       for i, s in enumerate(ss)],
-                     requests=lambda rs: [r if isinstance(r, Request) else Request.from_dict(r, f"{where} request {i}")
-                                          for i, r in enumerate(rs)],
-                     admission=lambda a: a if isinstance(a, Admission) else Admission.from_dict(a, where))
+        # metrics and phases are derived from the steps and requests, never read back; a key in them that this
+        # version does not derive (a newer one wrote it) is refused rather than lost on the next write
+        run = _load(cls, {k: v for k, v in d.items() if k not in ("metrics", "phases")}, where,
+                    steps=lambda ss: [s if isinstance(s, Step) else Step.from_dict(s, f"{where} step {i}")
+                                      for i, s in enumerate(ss)],
+                    requests=lambda rs: [r if isinstance(r, Request) else Request.from_dict(r, f"{where} request {i}")
+                                         for i, r in enumerate(rs)],
+                    admission=lambda a: a if isinstance(a, Admission) else Admission.from_dict(a, where))
+        unknown = (_underived(d.get("metrics"), run.metrics.to_dict(), "metrics")
+                   + _underived(d.get("phases"), run.phases.to_dict(), "phases"))
+        _need(not unknown, where, f"holds {', '.join(unknown)}, which this llmprobe does not derive "
+                                  "(written by a newer version?)")
+        return run
+
+
+def _underived(stored: Any, derived: Any, path: str) -> list[str]:
+    """The keys of ``stored`` (nested) that ``derived`` lacks."""
+    if not (isinstance(stored, dict) and isinstance(derived, dict)):
+        return []
+    return [p for k, v in stored.items()
+            for p in ([f"{path}.{k}"] if k not in derived else _underived(v, derived[k], f"{path}.{k}"))]
 
 
 # ---- one scenario --------------------------------------------------------------------------------

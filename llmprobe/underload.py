@@ -266,6 +266,16 @@ def verdict(points: list[PointExplanation], knee: PointExplanation | None, slo: 
             + (f"; {', '.join(context)}" if context else "") + ")")
 
 
+def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other beats on both axes (higher is better on both), in order of x."""
+    front, best = [], -math.inf
+    for x, y in sorted(points, reverse=True):   # from the most interactive: on the frontier if it adds throughput
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front[::-1]
+
+
 def token_costs(summary: dict[str, Any], prefill_time_share: float | None, usd_per_hour: float) -> dict[str, float | None]:
     """$ per million tokens for one load point on ``usd_per_hour`` (all its GPUs): the point's whole paid time
     (its duration, idle included) shared between input and output by the prefill share of its step time;

@@ -4,12 +4,17 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "llmprobe"
+KERNELS = PKG.parent / "kernels"   # the device code, installed as llmprobe.kernels
 
 
 def _module(path: Path) -> str:
     rel = path.relative_to(PKG.parent).with_suffix("")
-    parts = list(rel.parts)
+    parts = ["llmprobe", *rel.parts] if rel.parts[0] == "kernels" else list(rel.parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _files() -> list[Path]:
+    return [*PKG.rglob("*.py"), *KERNELS.glob("*.py")]
 
 
 def _imports(path: Path) -> set[str]:
@@ -33,7 +38,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def _graph() -> dict[str, set[str]]:
-    files = {_module(p): p for p in PKG.rglob("*.py")}
+    files = {_module(p): p for p in _files()}
     graph = {}
     for name, path in files.items():
         # "from . import views" names a module; "from .x import y" names x (y is an attribute)
@@ -65,7 +70,7 @@ def _assert_acyclic(graph: dict[str, set[str]]) -> None:
 
 
 def test_every_module_opens_with_what_it_holds():
-    for path in PKG.rglob("*.py"):
+    for path in _files():
         if path.stat().st_size == 0:
             continue
         doc = ast.get_docstring(ast.parse(path.read_text()))

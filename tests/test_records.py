@@ -109,6 +109,27 @@ def test_a_tensor_parallel_record_round_trips_losslessly(tmp_path):
     assert rec.extra == {"future_key": {"a": 1}} and rec.scenarios[0].extra == {"future_scenario_key": [1, 2]}
 
 
+def test_what_a_run_derives_is_recomputed_and_a_key_it_does_not_derive_is_refused():
+    doc = load_json(ROOT / "docs/measurements/cpu-xeon-2026-11-26/profile-small-llama-vllm.json")
+    run = doc["scenarios"][0]["runs"][0]
+    run["metrics"]["tps"] = -1.0          # derived: recomputed from the steps and requests, not read back
+    assert RunRecord.from_dict(doc).scenarios[0].runs[0].metrics.to_dict()["tps"] > 0
+    run["metrics"]["future_metric"] = 1.0
+    run["phases"]["decode"]["future_total"] = 2.0
+    with pytest.raises(RecordError, match="scenario 0 run 0: holds metrics.future_metric, phases.decode.future_total, "
+                                          "which this llmprobe does not derive"):
+        RunRecord.from_dict(doc)
+
+
+def test_expert_load_and_ceilings_keep_what_they_were_given():
+    from llmprobe.hardware import Ceilings
+    from llmprobe.records import ExpertLoad
+    d = {"distinct": [3, 2], "max_load": [2, 3], "routed_tokens": 4, "future": [1]}
+    assert ExpertLoad.from_dict(d, "test").to_dict() == d
+    c = Ceilings("cpu", 3e10, {"bf16": 1e12}, 2e10, kind="measured", bandwidth_method="torch.sum", mode="quick")
+    assert Ceilings.from_dict(c.to_dict()) == c
+
+
 def test_a_typed_field_missing_from_a_nested_object_is_one_line():
     doc = load_json(ROOT / "docs/measurements/cpu-xeon-2026-11-26/profile-small-llama-vllm.json")
     del doc["scenarios"][0]["runs"][0]["requests"][0]["output_tokens"]

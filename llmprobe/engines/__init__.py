@@ -1,4 +1,5 @@
-"""Inference engines behind one small interface (base.Engine): vLLM and transformers ("hf")."""
+"""Inference engines behind one small interface (base.Engine): vLLM and transformers ("hf"); under load, vLLM's
+AsyncLLM in process (vllm_serving) and an OpenAI-compatible server over HTTP (http_client)."""
 
 from __future__ import annotations
 
