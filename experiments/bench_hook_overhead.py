@@ -3,7 +3,7 @@
 One vLLM engine, the same prompts, runs alternating with the worker hooks installed and removed
 (llmprobe_install / llmprobe_uninstall) in the same process; TPS compared by median over pairs.
 
-    python experiments/bench_hook_overhead.py [--model small-llama] [--pairs 8] [--batch 4] [--gen-len 64]
+    python -m experiments.bench_hook_overhead [--model small-llama] [--pairs 8] [--batch 4] [--gen-len 64]
 """
 
 import argparse

@@ -1,6 +1,6 @@
 """Benchmark: time a 100,000-scenario sweep of the analytic model on one core.
 
-    python experiments/bench_sweep.py
+    python -m experiments.bench_sweep
 """
 
 import time

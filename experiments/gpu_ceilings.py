@@ -5,7 +5,7 @@ the targets of the ceilings issue (best bandwidth >= 90% of datasheet; llmprobe'
 kernel >= 0.97x torch's copy_; bf16 ceiling within 2% of the best torch shape and >= 75% of the
 datasheet). Without a GPU it measures the CPU and says so (targets need a datasheet: n/a).
 
-    python experiments/gpu_ceilings.py [--mode quick|default|full] [--json out.json]
+    python -m experiments.gpu_ceilings [--mode quick|default|full] [--json out.json]
 """
 
 import argparse

@@ -2,7 +2,7 @@
 the page and every figure are checked for being more than an empty frame.
 
     apt-get install -y chromium            # Debian/Ubuntu; any Chromium or Chrome on PATH works
-    python experiments/report_screenshot.py REPORT_DIR [--out page.png] [--width 1100]
+    python -m experiments.report_screenshot REPORT_DIR [--out page.png] [--width 1100]
 
 Checks (exit 1 and a line per failure otherwise): the page renders; every <img> of the page exists
 as a PNG with real content (not one flat colour); the screenshot itself is not blank and is tall

@@ -3,7 +3,7 @@
 Sweeps Llama-2-70B and Mixtral-8x7B over GPUs, batch sizes, weight formats and TP degrees with the
 library API and prints, per model, GPU, batch and weight format, the fewest GPUs that hold it and its TPS ceiling.
 
-    python experiments/sweep_article_models.py [--csv out.csv]
+    python -m experiments.sweep_article_models [--csv out.csv]
 """
 
 import argparse

@@ -2,7 +2,7 @@
 profiler configured but idle during measured runs), alternated, and the traced steps themselves
 against the untraced ones of the same run (the record's trace.overhead).
 
-    python experiments/trace_overhead.py [--model small-llama] [--repeats 2] [--out docs/measurements/.../trace-overhead.md]
+    python -m experiments.trace_overhead [--model small-llama] [--repeats 2] [--out docs/measurements/.../trace-overhead.md]
 
 Run it on a quiet machine.
 """
