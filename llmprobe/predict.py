@@ -352,8 +352,9 @@ def doublings_outside(cal: Calibration, target: ModelSpec, batch: int, prompt_le
 
 def predict(cal: Calibration, batch: int, prompt_len: int, gen_len: int, ceilings: Ceilings | None = None,
             tp: int = 1, model: ModelSpec | None = None, gpu_label: str | None = None) -> dict[str, Any]:
-    """One scenario. Same card and model as calibrated: "calibrated"; another card (``ceilings``) or
-    TP degree: "transferred" (the fitted factors applied to that card's floors, wider interval)."""
+    """One scenario. On the calibration's ceilings and TP degree: "calibrated"; on other ``ceilings`` (another card,
+    or another measurement or the datasheet of the same one) or TP degree: "transferred" (the fitted factors applied
+    to those floors, wider interval)."""
     target = model or cal.model
     if target.architecture != cal.model.architecture:
         raise UserError(f"calibrated on {cal.model.name} ({cal.model.architecture}); {target.name} is "
