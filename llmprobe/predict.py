@@ -40,7 +40,7 @@ from .timing import percentile
 # EPYC validation of 2026-11-27 (docs/measurements/cpu-epyc-2026-11-27/predict-validation.md) missed by
 # -2.4% at 2x the calibrated context, -7-8% at 4x and -17.6% at 8x: about 8% per doubling.
 WIDEN_PER_DOUBLING = 0.08
-TRANSFER_MARGIN = 0.30        # on top, for another card: its efficiencies are assumed, not measured
+TRANSFER_MARGIN = 0.30        # on top, for other ceilings or TP: their efficiencies are assumed, not measured
 NOT_PREDICTABLE = 2.0         # an interval wider than x2 (high / low) is no prediction
 BOOTSTRAP = 200               # resamples of the calibration runs
 EQUIVALENT = 1e-6             # fits whose squared residual is within this of the best: the steps cannot part them
