@@ -7,7 +7,8 @@ GPU (rank) of a tensor-parallel group. A step's floor is
 
 bytes being the weights streamed (embedding excluded: it is gathered), KV-cache entries read and
 written. ``class_costs`` splits the same step into kernel classes (GEMMs, MoE experts, attention,
-communication, sampling) that add up to it. Pure Python on purpose: no torch, so it runs anywhere and a 100k-scenario sweep is fast.
+communication, sampling) that add up to it. Pure Python on purpose: no torch, so it runs anywhere
+and a 100k-scenario sweep is fast.
 """
 
 from __future__ import annotations

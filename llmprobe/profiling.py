@@ -6,9 +6,9 @@ Per run (``records.Run.metrics``): TTFT, TPOT and latency averaged over its requ
 tokens / wall time. Per scenario (``records.ScenarioResult.of``): each metric's named statistics over
 the measured runs.
 The record is rewritten atomically after every scenario, so an interrupted sweep keeps what finished.
-Also here: the preflight (a model that cannot fit is refused, with what would) before an engine starts, the traced steps
-(``--trace-steps``: profiler windows around steps of extra runs, held to the untraced steps at the same index),
-the ceilings a record carries, and energy read around each run.
+Also here: the preflight before an engine starts (a model that cannot fit is refused, with what
+would), the traced steps (``--trace-steps``: profiler windows around steps of extra runs, held to
+the untraced steps at the same index), the ceilings a record carries, and energy read around each run.
 """
 
 from __future__ import annotations

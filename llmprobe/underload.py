@@ -7,7 +7,8 @@ time between steps; its decode window (first -> last token) into other requests'
 decoded in, the decode floor of those steps, their time above the floor, steps it was left out of (preempted or
 not rescheduled) and the time between steps. The parts add up to the window exactly. A step's time is shared
 between its prefill and its decode rows in proportion to their floors, each priced alone by the cost model; the
-cost per million input and output tokens (``token_costs``) shares the paid time the same way.
+cost per million input and output tokens (``token_costs``) shares the paid time the same way. ``pareto`` picks a
+sweep's frontier (tok/s per GPU against tok/s per user) for the figures.
 """
 
 from __future__ import annotations
